@@ -1,0 +1,25 @@
+"""URLs: the admin and the gateway's own endpoints, then a catch-all to the proxy view.
+
+In the served stack, gateway_site.asgi sends non-reserved paths straight to the lean proxy entry;
+the catch-all here keeps the same pipeline reachable through Django's own handler (test client,
+plain `runserver`).
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path, re_path
+from django.views.generic import RedirectView
+
+from routing import views
+
+urlpatterns = [
+    path("admin", RedirectView.as_view(url="/admin/")),
+    path("admin/", admin.site.urls),
+    path("health", views.health),
+    re_path(r"^(?:admin|auth|health|metrics|static)(?:/|$)", views.reserved_not_found),
+    re_path(r"", views.proxy),
+]
+
+handler404 = "routing.views.not_found"
+handler500 = "routing.views.server_error"

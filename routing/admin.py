@@ -1,0 +1,148 @@
+"""The control plane: services, targets, routes, role policies and rate-limit tiers.
+
+Every save publishes a new configuration version (routing.signals), served by running gateways
+within about a second.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+
+from routing.models import RateLimitTier, RolePolicy, Route, Service, Target
+
+
+class TargetInline(admin.TabularInline):
+    model = Target
+    extra = 1
+    fields = ("url", "weight", "enabled")
+
+
+@admin.register(Service)
+class ServiceAdmin(admin.ModelAdmin):
+    list_display = ("name", "enabled", "active_targets", "route_count", "connect_timeout",
+                    "read_timeout", "retries", "updated_at")
+    list_filter = ("enabled",)
+    search_fields = ("name", "description", "targets__url")
+    readonly_fields = ("created_at", "updated_at")
+    inlines = (TargetInline,)
+    fieldsets = (
+        (None, {"fields": ("name", "description", "enabled")}),
+        ("Upstream behaviour", {"fields": ("connect_timeout", "read_timeout", "write_timeout",
+                                           "retries")}),
+        ("History", {"fields": ("created_at", "updated_at")}),
+    )
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Service]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                _active_targets=Count("targets", filter=Q(targets__enabled=True), distinct=True),
+                _routes=Count("routes", distinct=True),
+            )
+        )
+
+    @admin.display(description="enabled targets", ordering="_active_targets")
+    def active_targets(self, obj: Service) -> int:
+        return obj._active_targets  # type: ignore[attr-defined]
+
+    @admin.display(description="routes", ordering="_routes")
+    def route_count(self, obj: Service) -> int:
+        return obj._routes  # type: ignore[attr-defined]
+
+
+@admin.register(Target)
+class TargetAdmin(admin.ModelAdmin):
+    list_display = ("url", "service", "weight", "enabled")
+    list_filter = ("enabled", "service")
+    search_fields = ("url", "service__name")
+    list_select_related = ("service",)
+
+
+@admin.register(Route)
+class RouteAdmin(admin.ModelAdmin):
+    list_display = ("name", "match", "service", "methods_display", "hosts_display", "priority",
+                    "role_policy", "rate_limit_tier", "enabled")
+    list_filter = ("enabled", "match_type", "service", "role_policy", "rate_limit_tier")
+    search_fields = ("name", "path", "hosts", "service__name")
+    list_select_related = ("service", "role_policy", "rate_limit_tier")
+    list_editable = ("enabled",)
+    readonly_fields = ("created_at", "updated_at")
+    autocomplete_fields = ("service",)
+    fieldsets = (
+        (None, {"fields": ("name", "service", "enabled", "priority")}),
+        ("Match", {"fields": ("match_type", "path", "methods", "hosts", "header_matches")}),
+        ("Forwarding", {"fields": ("strip_prefix", "rewrite", "preserve_host")}),
+        ("Access", {"fields": ("role_policy", "rate_limit_tier")}),
+        ("History", {"fields": ("created_at", "updated_at")}),
+    )
+
+    @admin.display(description="match", ordering="path")
+    def match(self, obj: Route) -> str:
+        return f"{obj.get_match_type_display().split(' ')[0].lower()} {obj.path}"
+
+    @admin.display(description="methods")
+    def methods_display(self, obj: Route) -> str:
+        return obj.methods or "any"
+
+    @admin.display(description="hosts")
+    def hosts_display(self, obj: Route) -> str:
+        return obj.hosts or "any"
+
+
+class RolePolicyForm(forms.ModelForm):
+    class Meta:
+        model = RolePolicy
+        fields = "__all__"
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        kind, roles = data.get("kind"), data.get("roles")
+        if kind in {RolePolicy.Kind.ANY_OF, RolePolicy.Kind.ALL_OF} and not roles:
+            self.add_error("roles", "Choose at least one role for this kind of policy.")
+        if kind in {RolePolicy.Kind.PUBLIC, RolePolicy.Kind.AUTHENTICATED} and roles:
+            self.add_error("roles", "This kind of policy does not use roles; clear them.")
+        return data
+
+
+@admin.register(RolePolicy)
+class RolePolicyAdmin(admin.ModelAdmin):
+    form = RolePolicyForm
+    list_display = ("name", "kind", "roles_display", "route_count")
+    list_filter = ("kind",)
+    search_fields = ("name", "description", "roles__name")
+    filter_horizontal = ("roles",)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RolePolicy]:
+        return (
+            super().get_queryset(request)
+            .prefetch_related("roles")
+            .annotate(_routes=Count("routes", distinct=True))
+        )
+
+    @admin.display(description="roles")
+    def roles_display(self, obj: RolePolicy) -> str:
+        return ", ".join(g.name for g in obj.roles.all()) or "-"
+
+    @admin.display(description="routes", ordering="_routes")
+    def route_count(self, obj: RolePolicy) -> int:
+        return obj._routes  # type: ignore[attr-defined]
+
+
+@admin.register(RateLimitTier)
+class RateLimitTierAdmin(admin.ModelAdmin):
+    list_display = ("name", "rate", "key", "header_name", "per_method", "route_count")
+    list_filter = ("key", "per_method")
+    search_fields = ("name", "description")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RateLimitTier]:
+        return super().get_queryset(request).annotate(_routes=Count("routes", distinct=True))
+
+    @admin.display(description="routes", ordering="_routes")
+    def route_count(self, obj: RateLimitTier) -> int:
+        return obj._routes  # type: ignore[attr-defined]

@@ -1,0 +1,104 @@
+"""The lean proxy entry: runs the pipeline straight from ASGI for every non-reserved path.
+
+Django's generic ASGI handler spools each body to a temporary file and hops to a thread per
+request for signals and response.close(); proxied requests skip that here. It is a thin adapter:
+the pipeline, and so the behaviour, is the same one the Django view in routing.views runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from routing import pipeline
+from routing.context import GatewayResponse, RequestContext
+from routing.record import record
+from routing.snapshot import holder
+
+__all__ = ["ClientGone", "context_from_scope", "proxy_app"]
+
+logger = logging.getLogger("portier.entry")
+
+Scope = dict[str, Any]
+
+
+class ClientGone(Exception):
+    """The client disconnected while its request body was being read."""
+
+
+def context_from_scope(scope: Scope, receive: Any) -> RequestContext:
+    headers: list[tuple[bytes, bytes]] = list(scope["headers"])
+    has_body = False
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            has_body = True
+            break
+
+    async def receive_body() -> AsyncIterator[bytes]:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+    client = scope.get("client")
+    ctx = RequestContext(
+        method=scope["method"],
+        scheme=scope.get("scheme", "http"),
+        raw_path=scope.get("raw_path") or scope["path"].encode("utf-8"),
+        query_string=scope.get("query_string", b""),
+        headers=headers,
+        client_ip=client[0] if client else "",
+        receive_body=receive_body,
+        has_body=has_body,
+        snapshot=holder.current,
+    )
+    ctx.request_id = pipeline.request_id_from(ctx.header(b"x-request-id"))
+    return ctx
+
+
+async def proxy_app(scope: Scope, receive: Any, send: Any) -> None:
+    ctx = context_from_scope(scope, receive)
+    response = await pipeline.run(ctx)
+    try:
+        await _send(response, ctx, receive, send)
+    finally:
+        if response.close is not None:
+            await response.close()
+        record(ctx, response.error_code)
+
+
+async def _send(response: GatewayResponse, ctx: RequestContext, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": response.status,
+                "headers": response.headers})
+    if response.stream is None:
+        await send({"type": "http.response.body", "body": response.body})
+        return
+    # A client that goes away must stop the relay, or a large answer is read for nobody. The
+    # request body is fully sent before an HTTP/1.1 upstream answers, so receive() is free now.
+    gone = asyncio.Event()
+    watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+    try:
+        # UpstreamBroken propagates: with the headers sent, cutting the connection is the only
+        # honest signal left that the answer is incomplete.
+        async for chunk in response.stream:
+            if gone.is_set():
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    finally:
+        watcher.cancel()
+
+
+async def _watch_disconnect(receive: Any, gone: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone.set()
+            return

@@ -1,0 +1,74 @@
+"""What the pipeline's stages share about one request, and how a stage ends it early."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from routing.snapshot import RouteSpec, Snapshot
+
+__all__ = ["GatewayError", "GatewayResponse", "RequestContext"]
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class GatewayError(Exception):
+    """Ends the request with a standard JSON error body: raised by any stage."""
+
+    def __init__(
+        self, status: int, code: str, message: str, headers: Headers | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or []
+
+
+@dataclass(slots=True)
+class GatewayResponse:
+    """An answer ready for ASGI: a fixed body, or a stream that `close` must always end."""
+
+    status: int
+    headers: Headers
+    body: bytes = b""
+    stream: AsyncIterator[bytes] | None = None
+    close: Callable[[], Awaitable[None]] | None = None
+    error_code: str | None = None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """One request as the stages see it; only the proxy entries create it."""
+
+    method: str
+    scheme: str
+    raw_path: bytes
+    query_string: bytes
+    headers: Headers  # lower-case names, as received
+    client_ip: str
+    receive_body: Callable[[], AsyncIterator[bytes]] | None
+    has_body: bool
+    snapshot: Snapshot
+    request_id: str = ""
+    host: str = ""
+    path: str = ""
+    route: RouteSpec | None = None
+    route_match: object | None = None
+    upstream_path: str = ""
+    upstream_headers: Headers = field(default_factory=list)
+    target_url: str = ""
+    status: int = 0
+    bytes_out: int = 0
+    upstream_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a request header (name in lower case)."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None

@@ -1,0 +1,144 @@
+"""Stage 6, forward: send the request to one target of the route's service and stream the answer.
+
+One pooled httpx.AsyncClient per event loop (so per process in production) keeps connections to
+upstreams alive; the response body is relayed chunk by chunk and never held whole in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator
+from math import gcd
+
+import httpx
+from django.conf import settings
+
+from routing.context import GatewayError, GatewayResponse, RequestContext
+from routing.snapshot import ServiceSpec, TargetSpec
+from routing.transform import drop_hop_by_hop
+
+__all__ = ["UpstreamBroken", "close_clients", "forward", "upstream_client"]
+
+logger = logging.getLogger("portier.forward")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+_schedules: dict[tuple[str, tuple[TargetSpec, ...]], tuple[list[int], itertools.count[int]]] = {}
+
+
+class UpstreamBroken(Exception):
+    """The upstream failed after its answer had started: the client connection must be cut."""
+
+
+def upstream_client() -> httpx.AsyncClient:
+    """The shared client of the running event loop, created on first use."""
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        limits = httpx.Limits(
+            max_connections=settings.PORTIER_UPSTREAM_MAX_CONNECTIONS,
+            max_keepalive_connections=settings.PORTIER_UPSTREAM_KEEPALIVE,
+            keepalive_expiry=30.0,
+        )
+        # No default headers: the client sends exactly the headers the transform stage built.
+        client = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
+        _clients[loop] = client
+    return client
+
+
+async def close_clients() -> None:
+    loop = asyncio.get_running_loop()
+    client = _clients.pop(loop, None)
+    if client is not None:
+        await client.aclose()
+
+
+def _pick(service: ServiceSpec) -> TargetSpec:
+    """Smooth weighted round-robin over the service's targets (per process)."""
+    key = (service.name, service.targets)
+    entry = _schedules.get(key)
+    if entry is None:
+        if len(_schedules) > 1024:  # old configurations' schedules: drop them all, rebuilt lazily
+            _schedules.clear()
+        entry = (_smooth_wrr(service.targets), itertools.count())
+        _schedules[key] = entry
+    order, counter = entry
+    return service.targets[order[next(counter) % len(order)]]
+
+
+def _smooth_wrr(targets: tuple[TargetSpec, ...]) -> list[int]:
+    divisor = 0
+    for t in targets:
+        divisor = gcd(divisor, t.weight)
+    weights = [t.weight // divisor for t in targets]
+    current = [0] * len(targets)
+    order: list[int] = []
+    for _ in range(sum(weights)):
+        for i, w in enumerate(weights):
+            current[i] += w
+        best = max(range(len(targets)), key=current.__getitem__)
+        current[best] -= sum(weights)
+        order.append(best)
+    return order
+
+
+async def forward(ctx: RequestContext) -> GatewayResponse:
+    route = ctx.route
+    assert route is not None
+    service = route.service
+    if not service.targets:
+        raise GatewayError(503, "upstream_unavailable", "The service has no enabled target.")
+    # A body can be streamed only once, so only bodyless idempotent requests are retried.
+    retryable = ctx.method in IDEMPOTENT and not ctx.has_body
+    attempts = 1 + (service.retries if retryable else 0)
+    client = upstream_client()
+    started = time.perf_counter()
+    for attempt in range(attempts):
+        target = _pick(service)
+        ctx.target_url = target.url
+        request = httpx.Request(
+            ctx.method,
+            httpx.URL(target.url).copy_with(raw_path=_raw_path(ctx, target)),
+            headers=ctx.upstream_headers,
+            content=ctx.receive_body() if ctx.has_body and ctx.receive_body else None,
+            extensions={"timeout": service.timeout},
+        )
+        try:
+            response = await client.send(request, stream=True)
+            break
+        except httpx.ConnectError as exc:
+            logger.warning("upstream %s refused %s: %s", target.url, ctx.request_id, exc)
+            if attempt + 1 < attempts:
+                continue
+            raise GatewayError(502, "upstream_unavailable", "The upstream refused the connection.") from None
+        except httpx.TimeoutException:
+            raise GatewayError(504, "upstream_timeout", "The upstream did not answer in time.") from None
+        except httpx.TransportError as exc:
+            logger.warning("upstream %s failed %s: %r", target.url, ctx.request_id, exc)
+            raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None
+    ctx.upstream_seconds = time.perf_counter() - started
+    headers = drop_hop_by_hop(response.headers.raw, frozenset({b"x-request-id"}))
+    headers.append((b"x-request-id", ctx.request_id.encode()))
+    return GatewayResponse(
+        response.status_code, headers, stream=_relay(response, ctx), close=response.aclose
+    )
+
+
+def _raw_path(ctx: RequestContext, target: TargetSpec) -> bytes:
+    path = (target.base_path + ctx.upstream_path).encode("ascii")
+    return path + b"?" + ctx.query_string if ctx.query_string else path
+
+
+async def _relay(response: httpx.Response, ctx: RequestContext) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            ctx.bytes_out += len(chunk)
+            yield chunk
+    except httpx.HTTPError as exc:
+        logger.warning("upstream %s broke mid-answer %s: %r", ctx.target_url, ctx.request_id, exc)
+        raise UpstreamBroken(str(exc)) from None
+    finally:
+        await response.aclose()

@@ -1,0 +1,21 @@
+"""Run the echo upstream (routing.echo_upstream) for the demo: `manage.py echoserver`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+from django.core.management.base import BaseCommand
+
+from routing.echo_upstream import EchoUpstream
+
+
+class Command(BaseCommand):
+    help = "Run a small echo upstream on 127.0.0.1 for the demo configuration."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--port", type=int, default=9001)
+        parser.add_argument("--name", default="demo-echo")
+
+    def handle(self, *args: Any, port: int, name: str, **options: Any) -> None:
+        uvicorn.run(EchoUpstream(name), host="127.0.0.1", port=port, log_level="warning")

@@ -1,0 +1,293 @@
+"""The gateway's configuration, edited in the Django admin and compiled into a snapshot.
+
+Nothing here is read per request: routing.snapshot turns the enabled rows into a frozen, compiled
+view that every process loads from the cache.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from routing.paths import PathRejected, is_reserved_path, normalize_path
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_RATE_RE = re.compile(r"^\d+/\d*[smhd]$")
+_HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]+$")
+_HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
+
+
+def split_csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class Service(models.Model):
+    """A backend the gateway forwards to, with its upstream targets and timeouts."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.CharField(max_length=255, blank=True)
+    connect_timeout = models.FloatField(
+        default=5.0, validators=[MinValueValidator(0.01)], help_text="Seconds to open a connection."
+    )
+    read_timeout = models.FloatField(
+        default=30.0,
+        validators=[MinValueValidator(0.01)],
+        help_text="Seconds to wait for each chunk of the upstream's answer.",
+    )
+    write_timeout = models.FloatField(
+        default=30.0,
+        validators=[MinValueValidator(0.01)],
+        help_text="Seconds to wait while sending each chunk of the request.",
+    )
+    retries = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MaxValueValidator(5)],
+        help_text="Extra attempts on another target after a connection error (idempotent methods, "
+        "bodyless requests only).",
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Target(models.Model):
+    """One upstream instance of a service: a base URL and its share of the traffic."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="targets")
+    url = models.URLField(
+        max_length=300,
+        help_text="Base URL, e.g. http://10.0.0.5:8080 or http://users:8000/api (a path is "
+        "prepended to every forwarded path).",
+    )
+    weight = models.PositiveIntegerField(
+        default=100, validators=[MinValueValidator(1), MaxValueValidator(1000)]
+    )
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["service__name", "url"]
+        constraints = [
+            models.UniqueConstraint(fields=["service", "url"], name="target_unique_url_per_service")
+        ]
+
+    def __str__(self) -> str:
+        return self.url
+
+    def clean(self) -> None:
+        parts = urlsplit(self.url)
+        if parts.scheme not in {"http", "https"}:
+            raise ValidationError({"url": "Only http:// and https:// targets are supported."})
+        if parts.query or parts.fragment:
+            raise ValidationError({"url": "A target URL cannot carry a query string or fragment."})
+        if parts.username or parts.password:
+            raise ValidationError({"url": "Put credentials in route headers, not in the URL."})
+
+
+class RolePolicy(models.Model):
+    """Who may call a route: enforced by the identity stage (a route without one is public)."""
+
+    class Kind(models.TextChoices):
+        PUBLIC = "public", "Public (no credentials)"
+        AUTHENTICATED = "authenticated", "Any authenticated caller"
+        ANY_OF = "any_of", "Callers holding any of the roles"
+        ALL_OF = "all_of", "Callers holding all of the roles"
+        ADMIN_ONLY = "admin_only", "Admins only (audited)"
+
+    name = models.SlugField(max_length=100, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.AUTHENTICATED)
+    roles = models.ManyToManyField(Group, blank=True, related_name="role_policies")
+    description = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "role policies"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()})"
+
+
+class RateLimitTier(models.Model):
+    """A request budget such as 100/m per user, enforced by the rate-limit stage."""
+
+    class Key(models.TextChoices):
+        USER = "user", "Per user"
+        API_KEY = "api_key", "Per API key"
+        IP = "ip", "Per client IP"
+        ROUTE = "route", "Route-wide"
+        HEADER = "header", "Per value of a header"
+
+    name = models.SlugField(max_length=100, unique=True)
+    rate = models.CharField(
+        max_length=20, help_text="Requests per period: 100/m, 5/15m, 1000/h, 10000/d."
+    )
+    key = models.CharField(max_length=20, choices=Key.choices, default=Key.USER)
+    header_name = models.CharField(
+        max_length=100, blank=True, help_text="Header whose value is the key (key = header)."
+    )
+    per_method = models.BooleanField(
+        default=False, help_text="Count each HTTP method separately."
+    )
+    description = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.rate})"
+
+    def clean(self) -> None:
+        if not _RATE_RE.match(self.rate.strip()):
+            raise ValidationError({"rate": "Write the rate as count/period, e.g. 100/m or 5/15m."})
+        self.rate = self.rate.strip()
+        if self.key == self.Key.HEADER and not _HEADER_NAME_RE.match(self.header_name):
+            raise ValidationError({"header_name": "A header-keyed tier needs a header name."})
+
+
+class Route(models.Model):
+    """Which requests go to which service: host, method, path and header conditions."""
+
+    class MatchType(models.TextChoices):
+        PREFIX = "prefix", "Prefix (whole segments)"
+        EXACT = "exact", "Exact"
+        REGEX = "regex", "Regular expression (full match)"
+
+    name = models.SlugField(max_length=100, unique=True)
+    service = models.ForeignKey(Service, on_delete=models.PROTECT, related_name="routes")
+    hosts = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Comma-separated hosts (api.example.com, *.example.com); empty = any host.",
+    )
+    methods = models.CharField(
+        max_length=100, blank=True, help_text="Comma-separated methods (GET, POST); empty = any."
+    )
+    path = models.CharField(max_length=500, help_text="/api/users, or a regex for regex routes.")
+    match_type = models.CharField(
+        max_length=10, choices=MatchType.choices, default=MatchType.PREFIX
+    )
+    header_matches = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Headers that must be present with an exact value, e.g. {"X-Api-Version": "2"}.',
+    )
+    priority = models.IntegerField(
+        default=0, help_text="Higher wins; among equal priorities the longest path wins."
+    )
+    strip_prefix = models.BooleanField(
+        default=False, help_text="Remove the matched prefix before forwarding."
+    )
+    rewrite = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Prefix/exact routes: the path put in place of the matched one. Regex routes: "
+        r"a template using groups, e.g. /v2/\g<id>.",
+    )
+    preserve_host = models.BooleanField(
+        default=False, help_text="Send the client's Host header upstream instead of the target's."
+    )
+    role_policy = models.ForeignKey(
+        RolePolicy,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="routes",
+        help_text="Empty means public.",
+    )
+    rate_limit_tier = models.ForeignKey(
+        RateLimitTier, on_delete=models.PROTECT, null=True, blank=True, related_name="routes"
+    )
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-priority", "path"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def host_list(self) -> list[str]:
+        return [h.lower() for h in split_csv(self.hosts)]
+
+    def method_list(self) -> list[str]:
+        return [m.upper() for m in split_csv(self.methods)]
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        self.path = self.path.strip()
+        for host in self.host_list():
+            if not _HOST_RE.match(host):
+                errors["hosts"] = f"{host!r} is not a host name (use api.example.com or *.example.com)."
+        self.hosts = ", ".join(self.host_list())
+        unknown = [m for m in self.method_list() if m not in HTTP_METHODS]
+        if unknown:
+            errors["methods"] = f"Unknown method(s): {', '.join(unknown)}."
+        self.methods = ", ".join(self.method_list())
+        if not isinstance(self.header_matches, dict) or not all(
+            isinstance(k, str) and _HEADER_NAME_RE.match(k) and isinstance(v, str)
+            for k, v in self.header_matches.items()
+        ):
+            errors["header_matches"] = 'Use an object of header name to value: {"X-Env": "beta"}.'
+        if self.match_type == self.MatchType.REGEX:
+            errors.update(self._clean_regex())
+        else:
+            errors.update(self._clean_plain_path())
+        if errors:
+            raise ValidationError(errors)
+
+    def _clean_regex(self) -> dict[str, str]:
+        try:
+            pattern = re.compile(self.path)
+        except re.error as exc:
+            return {"path": f"The regular expression does not compile: {exc}."}
+        if self.strip_prefix:
+            return {"strip_prefix": "Regex routes rewrite with a template instead."}
+        for reserved in settings.PORTIER_RESERVED_PATHS:
+            if pattern.fullmatch(reserved) or pattern.fullmatch(reserved + "/x"):
+                return {"path": f"This pattern would shadow the gateway's own {reserved} path."}
+        if self.rewrite:
+            if not self.rewrite.startswith("/"):
+                return {"rewrite": "A rewrite path starts with /."}
+            try:
+                pattern.sub(self.rewrite, "")  # compiles the template: bad group refs raise here
+            except (re.error, IndexError) as exc:
+                return {"rewrite": f"The rewrite template is invalid: {exc}."}
+        return {}
+
+    def _clean_plain_path(self) -> dict[str, str]:
+        if not self.path.startswith("/"):
+            return {"path": "A path starts with /."}
+        try:
+            normal = normalize_path(self.path.encode(), allow_encoded_slashes=True)
+        except PathRejected as exc:
+            return {"path": str(exc)}
+        if normal != self.path:
+            return {"path": f"Write the path in its normal form: {normal}"}
+        if is_reserved_path(self.path):
+            return {"path": "This path is served by the gateway itself; choose another path."}
+        if self.rewrite and not self.rewrite.startswith("/"):
+            return {"rewrite": "A rewrite path starts with /."}
+        return {}
+
+
+class ConfigVersion(models.Model):
+    """The published configuration's version number (one row): bumped under a row lock by every
+    publish, so concurrent publishers are serialised and the newest configuration always wins."""
+
+    number = models.PositiveBigIntegerField(default=0)
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"config v{self.number}"

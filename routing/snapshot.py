@@ -1,0 +1,341 @@
+"""The compiled configuration snapshot: built from the database, shared through the cache.
+
+Control plane: every committed change calls `config_publish()`, which bumps the version row under
+a lock, reads all enabled configuration, and stores it in the cache as JSON under its version.
+Data plane: each process holds one immutable `Snapshot`. A daemon thread polls the version key and,
+when it changes, loads and compiles the new snapshot off the event loop, then swaps the reference
+in one assignment, so a request always sees one whole configuration. If the cache or database
+fails, the process keeps serving its last-known-good snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+__all__ = [
+    "RouteSpec",
+    "ServiceSpec",
+    "Snapshot",
+    "TargetSpec",
+    "config_publish",
+    "holder",
+    "snapshot_build",
+    "snapshot_compile",
+]
+
+logger = logging.getLogger("portier.snapshot")
+
+VERSION_KEY = "config:version"
+SNAPSHOT_KEY = "config:snapshot:{version}"
+# Old versions only need to outlive the slowest process's poll.
+SNAPSHOT_TTL = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    url: str  # scheme://host[:port], no path
+    base_path: str  # the target URL's own path, without a trailing slash
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    id: int
+    name: str
+    connect_timeout: float
+    read_timeout: float
+    write_timeout: float
+    retries: int
+    targets: tuple[TargetSpec, ...]
+    timeout: dict[str, float] = field(hash=False, compare=False, default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    name: str
+    kind: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TierSpec:
+    name: str
+    rate: str
+    key: str
+    header_name: str
+    per_method: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    id: int
+    name: str
+    service: ServiceSpec
+    hosts: tuple[str, ...]
+    methods: frozenset[str]
+    path: str
+    match_type: str
+    regex: re.Pattern[str] | None
+    header_matches: tuple[tuple[str, str], ...]
+    priority: int
+    strip_prefix: bool
+    rewrite: str
+    preserve_host: bool
+    policy: PolicySpec | None
+    tier: TierSpec | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    version: int
+    built_at: float
+    routes: tuple[RouteSpec, ...]
+    services: dict[str, ServiceSpec] = field(default_factory=dict)
+    skipped: tuple[str, ...] = ()
+
+
+EMPTY = Snapshot(version=0, built_at=0.0, routes=())
+
+
+def snapshot_build(version: int) -> dict[str, Any]:
+    """Read every enabled route with its service, targets, policy and tier into plain data."""
+    from routing.models import Route, Service
+
+    services = {
+        s.id: {
+            "id": s.id,
+            "name": s.name,
+            "connect_timeout": s.connect_timeout,
+            "read_timeout": s.read_timeout,
+            "write_timeout": s.write_timeout,
+            "retries": s.retries,
+            "targets": [
+                {"url": t.url, "weight": t.weight} for t in s.targets.all() if t.enabled
+            ],
+        }
+        for s in Service.objects.filter(enabled=True).prefetch_related("targets")
+    }
+    routes = []
+    enabled_routes = (
+        Route.objects.filter(enabled=True, service__enabled=True)
+        .select_related("role_policy", "rate_limit_tier")
+        .prefetch_related("role_policy__roles")
+    )
+    for r in enabled_routes:
+        policy = r.role_policy
+        tier = r.rate_limit_tier
+        routes.append(
+            {
+                "id": r.id,
+                "name": r.name,
+                "service_id": r.service_id,
+                "hosts": r.host_list(),
+                "methods": r.method_list(),
+                "path": r.path,
+                "match_type": r.match_type,
+                "header_matches": r.header_matches or {},
+                "priority": r.priority,
+                "strip_prefix": r.strip_prefix,
+                "rewrite": r.rewrite,
+                "preserve_host": r.preserve_host,
+                "policy": policy
+                and {
+                    "name": policy.name,
+                    "kind": policy.kind,
+                    "roles": sorted(g.name for g in policy.roles.all()),
+                },
+                "tier": tier
+                and {
+                    "name": tier.name,
+                    "rate": tier.rate,
+                    "key": tier.key,
+                    "header_name": tier.header_name,
+                    "per_method": tier.per_method,
+                },
+            }
+        )
+    return {
+        "version": version,
+        "built_at": time.time(),
+        "services": list(services.values()),
+        "routes": routes,
+    }
+
+
+def snapshot_compile(data: dict[str, Any]) -> Snapshot:
+    """Turn plain snapshot data into the frozen, pre-compiled form the proxy reads.
+
+    A route that cannot be compiled (data that bypassed the admin's validation) is skipped and
+    reported; the rest of the configuration is served.
+    """
+    services = {
+        s["id"]: ServiceSpec(
+            id=s["id"],
+            name=s["name"],
+            connect_timeout=float(s["connect_timeout"]),
+            read_timeout=float(s["read_timeout"]),
+            write_timeout=float(s["write_timeout"]),
+            retries=int(s["retries"]),
+            targets=tuple(_compile_target(t) for t in s["targets"]),
+            timeout={
+                "connect": float(s["connect_timeout"]),
+                "read": float(s["read_timeout"]),
+                "write": float(s["write_timeout"]),
+                "pool": float(s["connect_timeout"]),
+            },
+        )
+        for s in data["services"]
+    }
+    routes: list[RouteSpec] = []
+    skipped: list[str] = []
+    for r in data["routes"]:
+        try:
+            routes.append(_compile_route(r, services))
+        except (re.error, KeyError, TypeError, ValueError) as exc:
+            skipped.append(r.get("name", "?"))
+            logger.error("route %s skipped from snapshot: %s", r.get("name"), exc)
+    # Highest priority first, then the longest path: the first match wins.
+    routes.sort(key=lambda route: (-route.priority, -len(route.path), route.id))
+    return Snapshot(
+        version=int(data["version"]),
+        built_at=float(data["built_at"]),
+        routes=tuple(routes),
+        services={s.name: s for s in services.values()},
+        skipped=tuple(skipped),
+    )
+
+
+def _compile_target(t: dict[str, Any]) -> TargetSpec:
+    parts = urlsplit(t["url"])
+    return TargetSpec(
+        url=f"{parts.scheme}://{parts.netloc}",
+        base_path=parts.path.rstrip("/"),
+        weight=int(t["weight"]),
+    )
+
+
+def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> RouteSpec:
+    policy, tier = r.get("policy"), r.get("tier")
+    return RouteSpec(
+        id=int(r["id"]),
+        name=r["name"],
+        service=services[r["service_id"]],
+        hosts=tuple(h.lower() for h in r["hosts"]),
+        methods=frozenset(m.upper() for m in r["methods"]),
+        path=r["path"],
+        match_type=r["match_type"],
+        regex=re.compile(r["path"]) if r["match_type"] == "regex" else None,
+        header_matches=tuple((k.lower(), v) for k, v in sorted(r["header_matches"].items())),
+        priority=int(r["priority"]),
+        strip_prefix=bool(r["strip_prefix"]),
+        rewrite=r["rewrite"],
+        preserve_host=bool(r["preserve_host"]),
+        policy=PolicySpec(policy["name"], policy["kind"], tuple(policy["roles"])) if policy else None,
+        tier=TierSpec(**tier) if tier else None,
+    )
+
+
+def config_publish() -> int:
+    """Build the configuration from the database and publish it as a new version.
+
+    The version row's UPDATE takes a row lock (a write lock on SQLite) before anything is read, so
+    concurrent publishers run one after another and the last to publish has read every commit.
+    """
+    from routing.models import ConfigVersion
+
+    ConfigVersion.objects.get_or_create(pk=1)
+    with transaction.atomic():
+        ConfigVersion.objects.filter(pk=1).update(
+            number=F("number") + 1, published_at=timezone.now()
+        )
+        version = ConfigVersion.objects.values_list("number", flat=True).get(pk=1)
+        data = snapshot_build(version)
+        cache.set(SNAPSHOT_KEY.format(version=version), json.dumps(data), SNAPSHOT_TTL)
+        cache.set(VERSION_KEY, version, None)
+    logger.info("published configuration v%s (%d routes)", version, len(data["routes"]))
+    return version
+
+
+class SnapshotHolder:
+    """Holds this process's current snapshot and keeps it fresh from the cache."""
+
+    def __init__(self) -> None:
+        self.current: Snapshot = EMPTY
+        self.loaded_at: float = 0.0
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        """Load a snapshot now (blocking, once) and start the refresher thread."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self.refresh()
+            self._thread = threading.Thread(
+                target=self._run, name="portier-config-refresher", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def refresh(self) -> bool:
+        """Swap in the published version if it differs from the one held; True if swapped."""
+        try:
+            version = cache.get(VERSION_KEY)
+            if version is None:
+                version = config_publish()
+                self._release_db()
+            if version == self.current.version:
+                self.last_error = None
+                return False
+            raw = cache.get(SNAPSHOT_KEY.format(version=version))
+            if raw is None:
+                # The version key outlived its snapshot (cache flushed or evicted): rebuild.
+                version = config_publish()
+                self._release_db()
+                raw = cache.get(SNAPSHOT_KEY.format(version=version))
+            snapshot = snapshot_compile(json.loads(raw))
+        except Exception as exc:
+            if self.last_error is None:
+                logger.warning("configuration refresh failed, serving v%s: %s",
+                               self.current.version, exc)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return False
+        self.current = snapshot
+        self.loaded_at = time.time()
+        self.last_error = None
+        logger.info("serving configuration v%s", snapshot.version)
+        return True
+
+    @staticmethod
+    def _release_db() -> None:
+        # Publishing is rare on the data plane: do not keep a database connection per process.
+        if not connection.in_atomic_block:
+            connection.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(settings.PORTIER_CONFIG_POLL_INTERVAL):
+            self.refresh()
+
+
+holder = SnapshotHolder()

@@ -1,0 +1,171 @@
+"""Django views: the proxy view (the pipeline's Django entry), /health, and JSON error pages."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from routing import pipeline
+from routing.context import GatewayResponse, RequestContext
+from routing.errors import error_body
+from routing.record import record
+from routing.snapshot import holder
+
+__all__ = ["health", "not_found", "proxy", "reserved_not_found", "server_error"]
+
+
+@csrf_exempt
+async def proxy(request: HttpRequest) -> HttpResponse:
+    """Run the gateway pipeline for a request that reached Django's own handler."""
+    await sync_to_async(holder.start, thread_sensitive=False)()
+    ctx = _context_from_request(request)
+    response = await pipeline.run(ctx)
+    return _to_django(response, ctx)
+
+
+def _context_from_request(request: HttpRequest) -> RequestContext:
+    scope: dict[str, Any] | None = getattr(request, "scope", None)
+    if scope is not None:
+        headers = list(scope["headers"])
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+    else:  # WSGI: rebuild the header list from META
+        headers = [
+            (key[5:].replace("_", "-").lower().encode("latin-1"), value.encode("latin-1"))
+            for key, value in request.META.items()
+            if key.startswith("HTTP_")
+        ]
+        for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            if request.META.get(key):
+                headers.append((key.replace("_", "-").lower().encode(), request.META[key].encode()))
+        raw_path = request.path.encode()
+    body = request.body
+
+    async def receive_body() -> AsyncIterator[bytes]:
+        yield body
+
+    ctx = RequestContext(
+        method=request.method or "GET",
+        scheme=request.scheme or "http",
+        raw_path=raw_path,
+        query_string=request.META.get("QUERY_STRING", "").encode("latin-1"),
+        headers=headers,
+        client_ip=request.META.get("REMOTE_ADDR", ""),
+        receive_body=receive_body,
+        has_body=bool(body),
+        snapshot=holder.current,
+    )
+    ctx.request_id = pipeline.request_id_from(ctx.header(b"x-request-id"))
+    return ctx
+
+
+class _RawSetCookies(dict):
+    """Lets Django's ASGI handler emit the upstream's Set-Cookie lines byte for byte
+    (a SimpleCookie would merge same-named cookies and rewrite attributes)."""
+
+    class _Line(str):
+        def output(self, header: str = "") -> str:
+            return str(self)
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__((i, self._Line(line)) for i, line in enumerate(lines))
+
+
+def _to_django(response: GatewayResponse, ctx: RequestContext) -> HttpResponse:
+    if response.stream is None:
+        out: HttpResponse = HttpResponse(response.body, status=response.status)
+        record(ctx, response.error_code)
+    else:
+        out = StreamingHttpResponse(
+            _recording(response.stream, ctx, response.error_code), status=response.status
+        )
+    cookies = []
+    for name, value in response.headers:
+        if name == b"set-cookie":
+            cookies.append(value.decode("latin-1"))
+        else:
+            out.headers[name.decode("latin-1")] = value.decode("latin-1")
+    if "content-type" not in out.headers:
+        del out.headers["Content-Type"]
+    if cookies:
+        out.cookies = _RawSetCookies(cookies)  # type: ignore[assignment]
+    return out
+
+
+async def _recording(
+    stream: AsyncIterator[bytes], ctx: RequestContext, error_code: str | None
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream:
+            yield chunk
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+        record(ctx, error_code)
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    """Liveness and dependencies: always 200 while the process serves; `status` says degraded."""
+    holder.start()
+    snapshot = holder.current
+    checks = {"database": _check_database(), "cache": _check_cache()}
+    degraded = any(value != "ok" for value in checks.values()) or holder.last_error is not None
+    return JsonResponse(
+        {
+            "status": "degraded" if degraded else "ok",
+            "config": {
+                "version": snapshot.version,
+                "age_seconds": round(time.time() - snapshot.built_at, 3)
+                if snapshot.built_at
+                else None,
+                "routes": len(snapshot.routes),
+                "skipped_routes": list(snapshot.skipped),
+                "refresh_error": holder.last_error,
+            },
+            "checks": checks,
+        }
+    )
+
+
+def _check_database() -> str:
+    try:
+        connection.ensure_connection()
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+def _check_cache() -> str:
+    try:
+        cache.set("health:probe", "1", 5)
+        ok = cache.get("health:probe") == "1"
+    except Exception as exc:
+        return f"error: {type(exc).__name__}"
+    kind = "redis" if settings.REDIS_URL else "in-process"
+    return "ok" if ok else f"error: {kind} cache did not keep a value"
+
+
+def _json_error(status: int, code: str, message: str) -> HttpResponse:
+    return HttpResponse(
+        error_body(code, message, ""), status=status, content_type="application/json"
+    )
+
+
+def reserved_not_found(request: HttpRequest) -> HttpResponse:
+    return _json_error(404, "not_found", "This gateway path does not exist.")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return _json_error(404, "not_found", "This gateway path does not exist.")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return _json_error(500, "internal_error", "The gateway failed to handle the request.")
