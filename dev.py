@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Portier's developer entry point; needs only Python 3.11+.
 
-    python3 dev.py run    set up .venv, migrate, load the demo, start the echo upstream and the
-                          gateway on http://127.0.0.1:8000 (SQLite + in-process cache)
-    python3 dev.py test   set up .venv, find or start Redis, run ruff, the migration check and
-                          pytest (SQLite, or PostgreSQL when DATABASE_URL is set)
+python3 dev.py run    set up .venv, migrate, load the demo, start the echo upstream and the
+                      gateway on http://127.0.0.1:8000 (SQLite + in-process cache)
+python3 dev.py test   set up .venv, find or start Redis, run ruff, the migration check and
+                      pytest (SQLite, or PostgreSQL when DATABASE_URL is set)
 """
 
 from __future__ import annotations
@@ -71,29 +71,38 @@ def run(argv: list[str]) -> int:
         PASSWORD_FILE.write_text(secrets.token_urlsafe(12))
     password = PASSWORD_FILE.read_text().strip()
     subprocess.run(
-        [str(PY), "manage.py", "shell", "-c",
-         "from django.contrib.auth import get_user_model as g; U = g(); "
-         "u = U.objects.filter(username='admin').first() or "
-         "U.objects.create_superuser('admin', 'admin@example.com', 'x'); "
-         f"u.set_password({password!r}); u.save()"],
-        check=True, cwd=ROOT, env=env,
+        [
+            str(PY),
+            "manage.py",
+            "shell",
+            "-c",
+            "from django.contrib.auth import get_user_model as g; U = g(); "
+            "u = U.objects.filter(username='admin').first() or "
+            "U.objects.create_superuser('admin', 'admin@example.com', 'x'); "
+            f"u.set_password({password!r}); u.save()",
+        ],
+        check=True,
+        cwd=ROOT,
+        env=env,
     )
     children = [
         subprocess.Popen([str(PY), "manage.py", "echoserver", "--port", "9001"], cwd=ROOT, env=env),
         subprocess.Popen(
-            [str(PY), "-m", "uvicorn", "gateway_site.asgi:application", "--host", "127.0.0.1",
-             "--port", str(port), "--http", "httptools", "--loop", "uvloop",
-             "--no-server-header", "--no-date-header", "--no-access-log"],
-            cwd=ROOT, env=env,
+            [str(PY), "-m", "gateway_site.serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
         ),
     ]
-    print(f"""
+    print(
+        f"""
 Portier is starting on http://127.0.0.1:{port}
   admin:        http://127.0.0.1:{port}/admin/   user admin, password {password}
   proxied call: curl -i http://127.0.0.1:{port}/demo/hello?x=1
   health:       curl http://127.0.0.1:{port}/health
 Ctrl-C stops the gateway and the demo upstream.
-""", flush=True)
+""",
+        flush=True,
+    )
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -127,8 +136,19 @@ def find_or_start_redis(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
     port = free_port()
     workdir = tempfile.mkdtemp(prefix="portier-redis-")
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
         stdout=subprocess.DEVNULL,
     )
     for _ in range(50):

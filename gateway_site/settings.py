@@ -25,7 +25,9 @@ _DEV_SECRET = "portier-development-secret-key-do-not-use-in-production"  # noqa:
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET)
 DEBUG = env_bool("DEBUG", not PRODUCTION)
 if PRODUCTION and (SECRET_KEY == _DEV_SECRET or len(SECRET_KEY) < 32):
-    raise ImproperlyConfigured("PORTIER_ENV=production needs SECRET_KEY set to 32+ random characters")
+    raise ImproperlyConfigured(
+        "PORTIER_ENV=production needs SECRET_KEY set to 32+ random characters"
+    )
 if PRODUCTION and DEBUG:
     raise ImproperlyConfigured("PORTIER_ENV=production refuses DEBUG=true")
 
@@ -121,7 +123,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env_str("STATIC_ROOT") or None
 # The admin's static files are served by the app itself (WhiteNoise), straight from the installed
 # apps, so no collectstatic step or extra web server is needed.
 WHITENOISE_USE_FINDERS = True

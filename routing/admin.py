@@ -24,16 +24,26 @@ class TargetInline(admin.TabularInline):
 
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
-    list_display = ("name", "enabled", "active_targets", "route_count", "connect_timeout",
-                    "read_timeout", "retries", "updated_at")
+    list_display = (
+        "name",
+        "enabled",
+        "active_targets",
+        "route_count",
+        "connect_timeout",
+        "read_timeout",
+        "retries",
+        "updated_at",
+    )
     list_filter = ("enabled",)
     search_fields = ("name", "description", "targets__url")
     readonly_fields = ("created_at", "updated_at")
     inlines = (TargetInline,)
     fieldsets = (
         (None, {"fields": ("name", "description", "enabled")}),
-        ("Upstream behaviour", {"fields": ("connect_timeout", "read_timeout", "write_timeout",
-                                           "retries")}),
+        (
+            "Upstream behaviour",
+            {"fields": ("connect_timeout", "read_timeout", "write_timeout", "retries")},
+        ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 
@@ -66,8 +76,17 @@ class TargetAdmin(admin.ModelAdmin):
 
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
-    list_display = ("name", "match", "service", "methods_display", "hosts_display", "priority",
-                    "role_policy", "rate_limit_tier", "enabled")
+    list_display = (
+        "name",
+        "match",
+        "service",
+        "methods_display",
+        "hosts_display",
+        "priority",
+        "role_policy",
+        "rate_limit_tier",
+        "enabled",
+    )
     list_filter = ("enabled", "match_type", "service", "role_policy", "rate_limit_tier")
     search_fields = ("name", "path", "hosts", "service__name")
     list_select_related = ("service", "role_policy", "rate_limit_tier")
@@ -98,7 +117,7 @@ class RouteAdmin(admin.ModelAdmin):
 class RolePolicyForm(forms.ModelForm):
     class Meta:
         model = RolePolicy
-        fields = "__all__"
+        fields = ("name", "kind", "roles", "description")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -120,7 +139,8 @@ class RolePolicyAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RolePolicy]:
         return (
-            super().get_queryset(request)
+            super()
+            .get_queryset(request)
             .prefetch_related("roles")
             .annotate(_routes=Count("routes", distinct=True))
         )

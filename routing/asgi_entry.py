@@ -75,8 +75,9 @@ async def proxy_app(scope: Scope, receive: Any, send: Any) -> None:
 
 
 async def _send(response: GatewayResponse, ctx: RequestContext, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": response.status,
-                "headers": response.headers})
+    await send(
+        {"type": "http.response.start", "status": response.status, "headers": response.headers}
+    )
     if response.stream is None:
         await send({"type": "http.response.body", "body": response.body})
         return

@@ -47,32 +47,44 @@ class EchoUpstream:
         params = {k: v[0] for k, v in parse_qs(scope["query_string"].decode()).items()}
         path = scope["path"]
         if path == "/_stream":
-            await self._stream(send, int(params.get("bytes", "1048576")),
-                               int(params.get("chunk", "65536")))
+            await self._stream(
+                send, int(params.get("bytes", "1048576")), int(params.get("chunk", "65536"))
+            )
             return
         if path == "/_slow":
             await asyncio.sleep(float(params.get("seconds", "5")))
         headers = [(b"content-type", b"application/json"), (b"x-upstream", self.name.encode())]
         status = 200
         if path == "/_cookies":
-            headers += [(b"set-cookie", b"a=1; Path=/; HttpOnly"),
-                        (b"set-cookie", b"b=2; Path=/api; SameSite=Lax")]
+            headers += [
+                (b"set-cookie", b"a=1; Path=/; HttpOnly"),
+                (b"set-cookie", b"b=2; Path=/api; SameSite=Lax"),
+            ]
         elif path == "/_redirect":
             status = 302
             headers.append((b"location", b"http://internal.example:8080/next?x=1"))
         elif path.startswith("/_status/"):
             status = int(path.rsplit("/", 1)[1])
         elif path == "/_hop":
-            headers += [(b"connection", b"x-secret-hop"), (b"x-secret-hop", b"1"),
-                        (b"keep-alive", b"timeout=5"), (b"x-kept", b"1")]
+            headers += [
+                (b"connection", b"x-secret-hop"),
+                (b"x-secret-hop", b"1"),
+                (b"keep-alive", b"timeout=5"),
+                (b"x-kept", b"1"),
+            ]
         payload = b"" if scope["method"] == "HEAD" else json.dumps(seen).encode()
         headers.append((b"content-length", str(len(json.dumps(seen).encode())).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
     async def _stream(self, send: Any, total: int, chunk: int) -> None:
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/octet-stream")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/octet-stream")],
+            }
+        )
         block = b"x" * chunk
         sent = 0
         while sent < total:

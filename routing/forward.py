@@ -113,9 +113,13 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
             logger.warning("upstream %s refused %s: %s", target.url, ctx.request_id, exc)
             if attempt + 1 < attempts:
                 continue
-            raise GatewayError(502, "upstream_unavailable", "The upstream refused the connection.") from None
+            raise GatewayError(
+                502, "upstream_unavailable", "The upstream refused the connection."
+            ) from None
         except httpx.TimeoutException:
-            raise GatewayError(504, "upstream_timeout", "The upstream did not answer in time.") from None
+            raise GatewayError(
+                504, "upstream_timeout", "The upstream did not answer in time."
+            ) from None
         except httpx.TransportError as exc:
             logger.warning("upstream %s failed %s: %r", target.url, ctx.request_id, exc)
             raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None

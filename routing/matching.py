@@ -45,7 +45,9 @@ async def match(ctx: RequestContext) -> None:
     if allowed:
         allow = ", ".join(sorted(allowed))
         raise GatewayError(
-            405, "method_not_allowed", f"{ctx.method} is not allowed here.",
+            405,
+            "method_not_allowed",
+            f"{ctx.method} is not allowed here.",
             [(b"allow", allow.encode())],
         )
     raise GatewayError(404, "route_not_found", "No route matches this request.")

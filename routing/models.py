@@ -136,9 +136,7 @@ class RateLimitTier(models.Model):
     header_name = models.CharField(
         max_length=100, blank=True, help_text="Header whose value is the key (key = header)."
     )
-    per_method = models.BooleanField(
-        default=False, help_text="Count each HTTP method separately."
-    )
+    per_method = models.BooleanField(default=False, help_text="Count each HTTP method separately.")
     description = models.CharField(max_length=255, blank=True)
 
     class Meta:
@@ -229,7 +227,9 @@ class Route(models.Model):
         self.path = self.path.strip()
         for host in self.host_list():
             if not _HOST_RE.match(host):
-                errors["hosts"] = f"{host!r} is not a host name (use api.example.com or *.example.com)."
+                errors["hosts"] = (
+                    f"{host!r} is not a host name (use api.example.com or *.example.com)."
+                )
         self.hosts = ", ".join(self.host_list())
         unknown = [m for m in self.method_list() if m not in HTTP_METHODS]
         if unknown:

@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -39,7 +40,7 @@ __all__ = [
 logger = logging.getLogger("portier.snapshot")
 
 VERSION_KEY = "config:version"
-SNAPSHOT_KEY = "config:snapshot:{version}"
+SNAPSHOT_KEY = "config:snapshot:{token}"
 # Old versions only need to outlive the slowest process's poll.
 SNAPSHOT_TTL = 24 * 3600
 
@@ -101,16 +102,17 @@ class RouteSpec:
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     version: int
+    token: str  # unique per publish: a rolled-back publish may reuse a version number
     built_at: float
     routes: tuple[RouteSpec, ...]
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
 
 
-EMPTY = Snapshot(version=0, built_at=0.0, routes=())
+EMPTY = Snapshot(version=0, token="", built_at=0.0, routes=())
 
 
-def snapshot_build(version: int) -> dict[str, Any]:
+def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
     """Read every enabled route with its service, targets, policy and tier into plain data."""
     from routing.models import Route, Service
 
@@ -122,9 +124,7 @@ def snapshot_build(version: int) -> dict[str, Any]:
             "read_timeout": s.read_timeout,
             "write_timeout": s.write_timeout,
             "retries": s.retries,
-            "targets": [
-                {"url": t.url, "weight": t.weight} for t in s.targets.all() if t.enabled
-            ],
+            "targets": [{"url": t.url, "weight": t.weight} for t in s.targets.all() if t.enabled],
         }
         for s in Service.objects.filter(enabled=True).prefetch_related("targets")
     }
@@ -169,6 +169,7 @@ def snapshot_build(version: int) -> dict[str, Any]:
         )
     return {
         "version": version,
+        "token": token,
         "built_at": time.time(),
         "services": list(services.values()),
         "routes": routes,
@@ -211,6 +212,7 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
     routes.sort(key=lambda route: (-route.priority, -len(route.path), route.id))
     return Snapshot(
         version=int(data["version"]),
+        token=data["token"],
         built_at=float(data["built_at"]),
         routes=tuple(routes),
         services={s.name: s for s in services.values()},
@@ -243,12 +245,14 @@ def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> Route
         strip_prefix=bool(r["strip_prefix"]),
         rewrite=r["rewrite"],
         preserve_host=bool(r["preserve_host"]),
-        policy=PolicySpec(policy["name"], policy["kind"], tuple(policy["roles"])) if policy else None,
+        policy=PolicySpec(policy["name"], policy["kind"], tuple(policy["roles"]))
+        if policy
+        else None,
         tier=TierSpec(**tier) if tier else None,
     )
 
 
-def config_publish() -> int:
+def config_publish() -> str:
     """Build the configuration from the database and publish it as a new version.
 
     The version row's UPDATE takes a row lock (a write lock on SQLite) before anything is read, so
@@ -262,11 +266,12 @@ def config_publish() -> int:
             number=F("number") + 1, published_at=timezone.now()
         )
         version = ConfigVersion.objects.values_list("number", flat=True).get(pk=1)
-        data = snapshot_build(version)
-        cache.set(SNAPSHOT_KEY.format(version=version), json.dumps(data), SNAPSHOT_TTL)
-        cache.set(VERSION_KEY, version, None)
+        token = f"{version}-{uuid.uuid4().hex[:12]}"
+        data = snapshot_build(version, token)
+        cache.set(SNAPSHOT_KEY.format(token=token), json.dumps(data), SNAPSHOT_TTL)
+        cache.set(VERSION_KEY, token, None)
     logger.info("published configuration v%s (%d routes)", version, len(data["routes"]))
-    return version
+    return token
 
 
 class SnapshotHolder:
@@ -301,24 +306,25 @@ class SnapshotHolder:
     def refresh(self) -> bool:
         """Swap in the published version if it differs from the one held; True if swapped."""
         try:
-            version = cache.get(VERSION_KEY)
-            if version is None:
-                version = config_publish()
+            token = cache.get(VERSION_KEY)
+            if token is None:
+                token = config_publish()
                 self._release_db()
-            if version == self.current.version:
+            if token == self.current.token:
                 self.last_error = None
                 return False
-            raw = cache.get(SNAPSHOT_KEY.format(version=version))
+            raw = cache.get(SNAPSHOT_KEY.format(token=token))
             if raw is None:
                 # The version key outlived its snapshot (cache flushed or evicted): rebuild.
-                version = config_publish()
+                token = config_publish()
                 self._release_db()
-                raw = cache.get(SNAPSHOT_KEY.format(version=version))
+                raw = cache.get(SNAPSHOT_KEY.format(token=token))
             snapshot = snapshot_compile(json.loads(raw))
         except Exception as exc:
             if self.last_error is None:
-                logger.warning("configuration refresh failed, serving v%s: %s",
-                               self.current.version, exc)
+                logger.warning(
+                    "configuration refresh failed, serving v%s: %s", self.current.version, exc
+                )
             self.last_error = f"{type(exc).__name__}: {exc}"
             return False
         self.current = snapshot

@@ -93,7 +93,7 @@ def upstream_path_for(route: RouteSpec, path: str, found: object) -> str:
         return path
     if not (route.strip_prefix or route.rewrite):
         return path
-    rest = path[len(route.path):]
+    rest = path[len(route.path) :]
     base = route.rewrite or "/"
     if not rest:
         return base

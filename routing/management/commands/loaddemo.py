@@ -27,15 +27,23 @@ class Command(BaseCommand):
         Target.objects.update_or_create(service=service, url=upstream, defaults={"enabled": True})
         Route.objects.update_or_create(
             name="demo",
-            defaults={"service": service, "path": "/demo", "match_type": "prefix",
-                      "strip_prefix": True, "enabled": True},
+            defaults={
+                "service": service,
+                "path": "/demo",
+                "match_type": "prefix",
+                "strip_prefix": True,
+                "enabled": True,
+            },
         )
         RolePolicy.objects.get_or_create(
             name="public", defaults={"kind": RolePolicy.Kind.PUBLIC, "description": "Anyone."}
         )
         RolePolicy.objects.get_or_create(
-            name="admins", defaults={"kind": RolePolicy.Kind.ADMIN_ONLY,
-                                     "description": "Gateway admins; audited."}
+            name="admins",
+            defaults={
+                "kind": RolePolicy.Kind.ADMIN_ONLY,
+                "description": "Gateway admins; audited.",
+            },
         )
         # The seed's defaults, ready to attach to routes.
         RateLimitTier.objects.get_or_create(
@@ -44,6 +52,8 @@ class Command(BaseCommand):
         RateLimitTier.objects.get_or_create(
             name="auth", defaults={"rate": "5/15m", "key": RateLimitTier.Key.IP}
         )
-        self.stdout.write(self.style.SUCCESS(
-            f"Demo loaded: /demo/* -> {upstream} (service demo-echo, route demo)."
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo loaded: /demo/* -> {upstream} (service demo-echo, route demo)."
+            )
+        )
