@@ -124,7 +124,9 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
             logger.warning("upstream %s failed %s: %r", target.url, ctx.request_id, exc)
             raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None
     ctx.upstream_seconds = time.perf_counter() - started
-    headers = drop_hop_by_hop(response.headers.raw, frozenset({b"x-request-id"}))
+    # httpx keeps the upstream's header-name case (NGINX sends "Connection"): compare lowered.
+    raw_headers = [(name.lower(), value) for name, value in response.headers.raw]
+    headers = drop_hop_by_hop(raw_headers, frozenset({b"x-request-id"}))
     headers.append((b"x-request-id", ctx.request_id.encode()))
     return GatewayResponse(
         response.status_code, headers, stream=_relay(response, ctx), close=response.aclose

@@ -285,10 +285,14 @@ class SnapshotHolder:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
         """Load a snapshot now (blocking, once) and start the refresher thread."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self.running:
                 return
             self._stop.clear()
             self.refresh()

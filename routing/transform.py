@@ -35,8 +35,11 @@ HOP_BY_HOP = frozenset(
 )
 # The gateway alone says who the caller is; a client-written identity header never goes upstream.
 IDENTITY_HEADERS = frozenset({b"x-user-id", b"x-user-role", b"x-user-roles", b"x-user-email"})
-# Headers the gateway sets itself on the upstream request.
-_REPLACED = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id"})
+# Headers the gateway sets itself on the upstream request. Expect is answered by the gateway's
+# own server (100-continue), so the upstream must not wait for a second handshake.
+_REPLACED = frozenset(
+    {b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"expect"}
+)
 
 
 async def check_framing(ctx: RequestContext) -> None:

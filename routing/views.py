@@ -25,7 +25,8 @@ __all__ = ["health", "not_found", "proxy", "reserved_not_found", "server_error"]
 @csrf_exempt
 async def proxy(request: HttpRequest) -> HttpResponse:
     """Run the gateway pipeline for a request that reached Django's own handler."""
-    await sync_to_async(holder.start, thread_sensitive=False)()
+    if not holder.running:
+        await sync_to_async(holder.start, thread_sensitive=False)()
     ctx = _context_from_request(request)
     response = await pipeline.run(ctx)
     return _to_django(response, ctx)

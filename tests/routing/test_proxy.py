@@ -108,6 +108,44 @@ def test_it_drops_hop_by_hop_response_headers(client, upstream):
     assert response.headers["x-kept"] == "1"
 
 
+@pytest.fixture
+def raw_upstream():
+    """An upstream that writes its answer byte for byte, header case included (uvicorn would
+    lower-case the names, as NGINX does not)."""
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close, X-Secret-Hop\r\n"
+        b"X-Secret-Hop: 1\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\n\r\nok"
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_it_drops_title_case_hop_by_hop_response_headers(client, raw_upstream):
+    make_route(make_service("raw", raw_upstream), "/raw")
+    publish()
+
+    response = client.get("/raw")
+
+    assert response.status_code == 200
+    assert response.text == "ok"
+    assert "x-secret-hop" not in response.headers
+    assert "keep-alive" not in response.headers
+    assert response.headers["x-kept"] == "1"
+
+
 def test_it_never_forwards_client_written_identity_headers(client, upstream):
     make_route(make_service("users", upstream.url), "/who")
     publish()
