@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from gateway_site.env import env_bool, env_float, env_list, env_str
+from gateway_site.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -155,5 +155,5 @@ PORTIER_RESERVED_PATHS = ("/admin", "/auth", "/health", "/metrics", "/static")
 # an upstream that decodes them; they are refused unless explicitly allowed.
 PORTIER_ALLOW_ENCODED_SLASHES = env_bool("PORTIER_ALLOW_ENCODED_SLASHES", False)
 # Upstream connection pool per process.
-PORTIER_UPSTREAM_MAX_CONNECTIONS = int(env_float("PORTIER_UPSTREAM_MAX_CONNECTIONS", 512))
-PORTIER_UPSTREAM_KEEPALIVE = int(env_float("PORTIER_UPSTREAM_KEEPALIVE", 128))
+PORTIER_UPSTREAM_MAX_CONNECTIONS = env_int("PORTIER_UPSTREAM_MAX_CONNECTIONS", 512)
+PORTIER_UPSTREAM_KEEPALIVE = env_int("PORTIER_UPSTREAM_KEEPALIVE", 128)
