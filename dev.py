@@ -5,6 +5,7 @@ python3 dev.py run    set up .venv, migrate, load the demo, start the echo upstr
                       gateway on http://127.0.0.1:8000 (SQLite + in-process cache)
 python3 dev.py test   set up .venv, find or start Redis, run ruff, the migration check and
                       pytest (SQLite, or PostgreSQL when DATABASE_URL is set)
+python3 dev.py bench  the load benchmark (bench/README.md): gateway vs direct vs reference
 """
 
 from __future__ import annotations
@@ -186,8 +187,13 @@ def test(argv: list[str]) -> int:
             redis.terminate()
 
 
+def bench(argv: list[str]) -> int:
+    ensure_venv()
+    return subprocess.run([str(PY), "bench/run.py", *argv], cwd=ROOT).returncode
+
+
 def main() -> int:
-    commands = {"run": run, "test": test}
+    commands = {"run": run, "test": test, "bench": bench}
     if len(sys.argv) < 2 or sys.argv[1] not in commands:
         print(__doc__)
         return 2
