@@ -10,16 +10,21 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db import models
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
 from routing.models import RateLimitTier, RolePolicy, Route, Service, Target
+
+# Upstreams are mostly plain http inside a network; Django 6 would assume https otherwise.
+URL_AS_HTTP = {models.URLField: {"assume_scheme": "http"}}
 
 
 class TargetInline(admin.TabularInline):
     model = Target
     extra = 1
     fields = ("url", "weight", "enabled")
+    formfield_overrides = URL_AS_HTTP
 
 
 @admin.register(Service)
@@ -69,6 +74,7 @@ class ServiceAdmin(admin.ModelAdmin):
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
     list_display = ("url", "service", "weight", "enabled")
+    formfield_overrides = URL_AS_HTTP
     list_filter = ("enabled", "service")
     search_fields = ("url", "service__name")
     list_select_related = ("service",)

@@ -18,7 +18,8 @@ from django.db import models
 from routing.paths import PathRejected, is_reserved_path, normalize_path
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
-_RATE_RE = re.compile(r"^\d+/\d*[smhd]$")
+_RATE_RE = re.compile(r"^[1-9]\d*/([1-9]\d*)?[smhd]$")
+_REGEX_META = re.compile(r"[\\.^$*+?{}\[\]|()]")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]+$")
 _HOST_RE = re.compile(r"^(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$")
 
@@ -254,8 +255,17 @@ class Route(models.Model):
             return {"path": f"The regular expression does not compile: {exc}."}
         if self.strip_prefix:
             return {"strip_prefix": "Regex routes rewrite with a template instead."}
+        # The pattern's literal start catches /admin/login/-style patterns the probes miss.
+        literal = self.path.removeprefix("^")
+        found = _REGEX_META.search(literal)
+        literal = literal[: found.start()] if found else literal
         for reserved in settings.PORTIER_RESERVED_PATHS:
-            if pattern.fullmatch(reserved) or pattern.fullmatch(reserved + "/x"):
+            if (
+                pattern.fullmatch(reserved)
+                or pattern.fullmatch(reserved + "/x")
+                or literal == reserved
+                or literal.startswith(reserved + "/")
+            ):
                 return {"path": f"This pattern would shadow the gateway's own {reserved} path."}
         if self.rewrite:
             if not self.rewrite.startswith("/"):
@@ -270,7 +280,9 @@ class Route(models.Model):
         if not self.path.startswith("/"):
             return {"path": "A path starts with /."}
         try:
-            normal = normalize_path(self.path.encode(), allow_encoded_slashes=True)
+            normal = normalize_path(
+                self.path.encode(), allow_encoded_slashes=settings.PORTIER_ALLOW_ENCODED_SLASHES
+            )
         except PathRejected as exc:
             return {"path": str(exc)}
         if normal != self.path:

@@ -229,6 +229,13 @@ def _compile_target(t: dict[str, Any]) -> TargetSpec:
     )
 
 
+def _methods(names: list[str]) -> frozenset[str]:
+    methods = {m.upper() for m in names}
+    if "GET" in methods:  # HEAD is GET without the body (RFC 9110 9.3.2)
+        methods.add("HEAD")
+    return frozenset(methods)
+
+
 def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> RouteSpec:
     policy, tier = r.get("policy"), r.get("tier")
     return RouteSpec(
@@ -236,7 +243,7 @@ def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> Route
         name=r["name"],
         service=services[r["service_id"]],
         hosts=tuple(h.lower() for h in r["hosts"]),
-        methods=frozenset(m.upper() for m in r["methods"]),
+        methods=_methods(r["methods"]),
         path=r["path"],
         match_type=r["match_type"],
         regex=re.compile(r["path"]) if r["match_type"] == "regex" else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from http.cookies import Morsel, SimpleCookie
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -16,6 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from routing import pipeline
 from routing.context import GatewayResponse, RequestContext
 from routing.errors import error_body
+from routing.forward import close_clients
 from routing.record import record
 from routing.snapshot import holder
 
@@ -28,7 +30,17 @@ async def proxy(request: HttpRequest) -> HttpResponse:
     if not holder.running:
         await sync_to_async(holder.start, thread_sensitive=False)()
     ctx = _context_from_request(request)
-    response = await pipeline.run(ctx)
+    if getattr(request, "scope", None) is not None:
+        return _to_django(await pipeline.run(ctx), ctx)
+    # Under WSGI (runserver, the sync test client) every request gets an event loop of its own
+    # that dies with it: read the whole answer in this loop, then close this loop's client.
+    try:
+        response = await pipeline.run(ctx)
+        if response.stream is not None:
+            response.body = b"".join([chunk async for chunk in response.stream])
+            response.stream = None
+    finally:
+        await close_clients()
     return _to_django(response, ctx)
 
 
@@ -67,16 +79,27 @@ def _context_from_request(request: HttpRequest) -> RequestContext:
     return ctx
 
 
-class _RawSetCookies(dict):
-    """Lets Django's ASGI handler emit the upstream's Set-Cookie lines byte for byte
-    (a SimpleCookie would merge same-named cookies and rewrite attributes)."""
+class _RawMorsel(Morsel):
+    """A cookie that Django writes out as the upstream's own Set-Cookie line, byte for byte
+    (re-rendering would rewrite attributes), while still readable as a normal Morsel."""
 
-    class _Line(str):
-        def output(self, header: str = "") -> str:
-            return str(self)
+    def __init__(self, line: str) -> None:
+        super().__init__()
+        name, _, rest = line.partition("=")
+        value = rest.split(";", 1)[0].strip()
+        self._key, self._value, self._coded_value = name.strip(), value, value
+        self.line = line
 
-    def __init__(self, lines: list[str]) -> None:
-        super().__init__((i, self._Line(line)) for i, line in enumerate(lines))
+    def output(self, attrs: Any = None, header: str = "Set-Cookie:") -> str:
+        return f"{header} {self.line}".strip()
+
+
+def _raw_cookies(lines: list[str]) -> SimpleCookie:
+    cookies = SimpleCookie()
+    for index, line in enumerate(lines):
+        # Indexed keys: two cookies of one name (different paths) must both reach the client.
+        dict.__setitem__(cookies, f"{index}:{line.partition('=')[0].strip()}", _RawMorsel(line))
+    return cookies
 
 
 def _to_django(response: GatewayResponse, ctx: RequestContext) -> HttpResponse:
@@ -96,7 +119,7 @@ def _to_django(response: GatewayResponse, ctx: RequestContext) -> HttpResponse:
     if "content-type" not in out.headers:
         del out.headers["Content-Type"]
     if cookies:
-        out.cookies = _RawSetCookies(cookies)  # type: ignore[assignment]
+        out.cookies = _raw_cookies(cookies)
     return out
 
 

@@ -418,6 +418,17 @@ def test_reserved_paths_are_never_proxied(client, upstream):
     assert received(upstream) == []
 
 
+def test_a_get_route_answers_head_too(client, upstream):
+    make_route(make_service("users", upstream.url), "/users", methods="GET")
+    publish()
+
+    response = client.head("/users/1")
+
+    assert response.status_code == 200
+    assert response.content == b""
+    assert received(upstream)[-1]["method"] == "HEAD"
+
+
 def test_it_answers_404_and_405_with_the_standard_body(client, upstream):
     make_route(make_service("users", upstream.url), "/users", methods="GET, POST")
     publish()
@@ -429,7 +440,7 @@ def test_it_answers_404_and_405_with_the_standard_body(client, upstream):
     assert missing.json()["error"]["code"] == "route_not_found"
     assert wrong_method.status_code == 405
     assert wrong_method.json()["error"]["code"] == "method_not_allowed"
-    assert wrong_method.headers["allow"] == "GET, POST"
+    assert wrong_method.headers["allow"] == "GET, HEAD, POST"
 
 
 def _raw_request(client: httpx.Client, request: str) -> bytes:

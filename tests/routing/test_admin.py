@@ -1,0 +1,289 @@
+"""The Django admin as the control plane: its pages work, it refuses bad configuration, and what
+it saves is served by the running gateway within about a second."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from django.contrib.auth.models import Group
+
+from routing.models import ConfigVersion, RateLimitTier, RolePolicy, Route, Service
+from tests.conftest import make_route, make_service
+
+ADMIN_PAGES = [
+    ("routing", "service"),
+    ("routing", "target"),
+    ("routing", "route"),
+    ("routing", "rolepolicy"),
+    ("routing", "ratelimittier"),
+    ("accounts", "user"),
+]
+
+
+def service_form(service: Service, **overrides: Any) -> dict[str, Any]:
+    """The Service change form as the browser posts it, with its inline targets' formset."""
+    targets = list(service.targets.all()) if service.pk else []
+    data: dict[str, Any] = {
+        "name": service.name,
+        "description": service.description,
+        "connect_timeout": service.connect_timeout,
+        "read_timeout": service.read_timeout,
+        "write_timeout": service.write_timeout,
+        "retries": service.retries,
+        "targets-TOTAL_FORMS": len(targets),
+        "targets-INITIAL_FORMS": len(targets),
+        "targets-MIN_NUM_FORMS": 0,
+        "targets-MAX_NUM_FORMS": 1000,
+    }
+    if service.enabled:
+        data["enabled"] = "on"
+    for i, target in enumerate(targets):
+        data |= {
+            f"targets-{i}-id": target.pk,
+            f"targets-{i}-service": service.pk,
+            f"targets-{i}-url": target.url,
+            f"targets-{i}-weight": target.weight,
+        }
+        if target.enabled:
+            data[f"targets-{i}-enabled"] = "on"
+    return {**data, **overrides}
+
+
+def route_form(**fields: Any) -> dict[str, Any]:
+    """The Route add/change form as the browser posts it (an unchecked box is left out)."""
+    data: dict[str, Any] = {
+        "priority": 0,
+        "match_type": "prefix",
+        "methods": "",
+        "hosts": "",
+        "header_matches": "{}",
+        "rewrite": "",
+        "role_policy": "",
+        "rate_limit_tier": "",
+        "enabled": "on",
+        **fields,
+    }
+    return {key: value for key, value in data.items() if value is not False}
+
+
+def route_form_of(route: Route, **overrides: Any) -> dict[str, Any]:
+    fields = {
+        "name": route.name,
+        "service": route.service_id,
+        "path": route.path,
+        "match_type": route.match_type,
+        "priority": route.priority,
+        "enabled": route.enabled,
+    }
+    return route_form(**(fields | overrides))
+
+
+def served_within(check: Callable[[], bool], seconds: float = 5.0) -> float:
+    """Poll the running gateway until `check` holds; the seconds it took (inf if it never did)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if check():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return float("inf")
+
+
+def served_by(client: httpx.Client, path: str) -> str | None:
+    response = client.get(path)
+    return response.headers.get("x-upstream") if response.status_code == 200 else None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("app", "model"), ADMIN_PAGES)
+def test_it_serves_the_changelist_add_and_change_pages(admin_client, admin_user, app, model):
+    service = make_service("users", "http://127.0.0.1:9001")
+    make_route(service, "/users")
+    policy = RolePolicy.objects.create(name="staff", kind=RolePolicy.Kind.AUTHENTICATED)
+    RateLimitTier.objects.create(name="basic", rate="100/m")
+    objects = {
+        "service": service,
+        "target": service.targets.get(),
+        "route": Route.objects.get(),
+        "rolepolicy": policy,
+        "ratelimittier": RateLimitTier.objects.get(),
+        "user": admin_user,
+    }
+    base = f"/admin/{app}/{model}/"
+
+    assert admin_client.get(base).status_code == 200
+    assert admin_client.get(f"{base}add/").status_code == 200
+    assert admin_client.get(f"{base}{objects[model].pk}/change/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_it_shows_the_targets_inline_on_the_service_page(admin_client):
+    service = make_service("users", "http://10.0.0.5:8080", "http://10.0.0.6:8080")
+
+    page = admin_client.get(f"/admin/routing/service/{service.pk}/change/")
+
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'name="targets-TOTAL_FORMS"' in html
+    assert 'value="http://10.0.0.5:8080"' in html
+    assert 'value="http://10.0.0.6:8080"' in html
+
+
+@pytest.mark.django_db
+def test_it_adds_a_service_with_its_targets_in_one_form(admin_client):
+    service_data = service_form(Service(name="orders"))
+    service_data |= {
+        "targets-TOTAL_FORMS": 2,
+        "targets-0-url": "http://10.0.0.5:8080",
+        "targets-0-weight": 100,
+        "targets-0-enabled": "on",
+        "targets-1-url": "http://10.0.0.6:8080",
+        "targets-1-weight": 50,
+    }
+
+    response = admin_client.post("/admin/routing/service/add/", service_data)
+
+    assert response.status_code == 302
+    targets = Service.objects.get(name="orders").targets.order_by("url")
+    assert [(t.url, t.weight, t.enabled) for t in targets] == [
+        ("http://10.0.0.5:8080", 100, True),
+        ("http://10.0.0.6:8080", 50, False),
+    ]
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_invalid_route_from_the_add_form_and_creates_nothing(admin_client):
+    service = make_service("users", "http://127.0.0.1:9001")
+
+    response = admin_client.post(
+        "/admin/routing/route/add/",
+        route_form(name="broken", service=service.pk, path="/users/(", match_type="regex"),
+    )
+
+    assert response.status_code == 200
+    assert "The regular expression does not compile" in response.content.decode()
+    assert not Route.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_route_shadowing_the_admin_from_the_add_form(admin_client):
+    service = make_service("users", "http://127.0.0.1:9001")
+
+    response = admin_client.post(
+        "/admin/routing/route/add/", route_form(name="sneaky", service=service.pk, path="/admin")
+    )
+
+    assert response.status_code == 200
+    assert "This path is served by the gateway itself" in response.content.decode()
+    assert not Route.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_any_of_role_policy_without_roles(admin_client):
+    response = admin_client.post(
+        "/admin/routing/rolepolicy/add/", {"name": "readers", "kind": "any_of", "description": ""}
+    )
+
+    assert response.status_code == 200
+    assert "Choose at least one role for this kind of policy." in response.content.decode()
+    assert not RolePolicy.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_accepts_an_any_of_role_policy_with_a_role(admin_client):
+    group = Group.objects.create(name="readers")
+
+    response = admin_client.post(
+        "/admin/routing/rolepolicy/add/",
+        {"name": "readers", "kind": "any_of", "roles": [group.pk], "description": ""},
+    )
+
+    assert response.status_code == 302
+    assert list(RolePolicy.objects.get().roles.all()) == [group]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_publishes_once_for_a_service_saved_with_its_targets(admin_client):
+    service = make_service("orders", "http://10.0.0.5:8080")
+    before = ConfigVersion.objects.get(pk=1).number
+    data = service_form(service, read_timeout=10)
+    data |= {"targets-TOTAL_FORMS": 3, "targets-1-url": "http://10.0.0.6:8080"}
+    data |= {"targets-1-weight": 100, "targets-2-url": "http://10.0.0.7:8080"}
+    data |= {"targets-2-weight": 100, "targets-2-enabled": "on"}
+
+    response = admin_client.post(f"/admin/routing/service/{service.pk}/change/", data)
+
+    assert response.status_code == 302
+    assert service.targets.count() == 3
+    assert ConfigVersion.objects.get(pk=1).number == before + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_route_moved_to_another_service_in_the_admin_is_served_within_a_second(
+    admin_client, client, upstream, upstream_b
+):
+    first = make_service("first", upstream.url)
+    second = make_service("second", upstream_b.url)
+    response = admin_client.post(
+        "/admin/routing/route/add/", route_form(name="live", service=first.pk, path="/live")
+    )
+    assert response.status_code == 302
+    assert served_within(lambda: served_by(client, "/live/x") == "up-a") < 2.0
+
+    route = Route.objects.get(name="live")
+    response = admin_client.post(
+        f"/admin/routing/route/{route.pk}/change/", route_form_of(route, service=second.pk)
+    )
+
+    assert response.status_code == 302
+    assert served_within(lambda: served_by(client, "/live/x") == "up-b") < 2.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_target_changed_on_the_service_page_is_served_within_a_second(
+    admin_client, client, upstream, upstream_b
+):
+    service = make_service("moving", upstream.url)
+    make_route(service, "/moving")
+    assert served_within(lambda: served_by(client, "/moving") == "up-a") < 2.0
+
+    response = admin_client.post(
+        f"/admin/routing/service/{service.pk}/change/",
+        service_form(service, **{"targets-0-url": upstream_b.url}),
+    )
+
+    assert response.status_code == 302
+    assert served_within(lambda: served_by(client, "/moving") == "up-b") < 2.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_route_path_changed_in_the_admin_is_served_within_a_second(
+    admin_client, client, upstream
+):
+    route = make_route(make_service("paths", upstream.url), "/old-path")
+    assert served_within(lambda: served_by(client, "/old-path") == "up-a") < 2.0
+
+    response = admin_client.post(
+        f"/admin/routing/route/{route.pk}/change/", route_form_of(route, path="/new-path")
+    )
+
+    assert response.status_code == 302
+    assert served_within(lambda: served_by(client, "/new-path") == "up-a") < 2.0
+    assert client.get("/old-path").status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_route_disabled_in_the_admin_answers_404_within_a_second(admin_client, client, upstream):
+    route = make_route(make_service("soon-off", upstream.url), "/soon-off")
+    assert served_within(lambda: served_by(client, "/soon-off") == "up-a") < 2.0
+
+    response = admin_client.post(
+        f"/admin/routing/route/{route.pk}/change/", route_form_of(route, enabled=False)
+    )
+
+    assert response.status_code == 302
+    assert served_within(lambda: client.get("/soon-off").status_code == 404) < 2.0
+    assert client.get("/soon-off").json()["error"]["code"] == "route_not_found"

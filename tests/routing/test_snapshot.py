@@ -1,0 +1,207 @@
+"""Publishing the configuration, and a process holding on to it when the cache goes away."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from django.core.cache import cache
+from django.db import transaction
+from django.test import override_settings
+
+from routing.models import ConfigVersion, Service, Target
+from routing.snapshot import SNAPSHOT_KEY, VERSION_KEY, SnapshotHolder, config_publish
+from tests.conftest import make_route, make_service
+
+DEAD_CACHE = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.2, "SOCKET_TIMEOUT": 0.2},
+    }
+}
+
+
+def version() -> int:
+    row = ConfigVersion.objects.filter(pk=1).first()
+    return row.number if row else 0
+
+
+def published() -> dict[str, Any]:
+    """The snapshot data the cache currently serves to every gateway process."""
+    return json.loads(cache.get(SNAPSHOT_KEY.format(token=cache.get(VERSION_KEY))))
+
+
+@pytest.mark.django_db
+def test_it_bumps_the_version_and_stores_the_snapshot_in_the_cache():
+    make_route(make_service("users", "http://127.0.0.1:9001"), "/users")
+    before = version()
+
+    token = config_publish()
+
+    assert version() == before + 1
+    assert cache.get(VERSION_KEY) == token
+    data = published()
+    assert data["version"] == before + 1
+    assert data["token"] == token
+    assert [r["path"] for r in data["routes"]] == ["/users"]
+
+
+@pytest.mark.django_db
+def test_it_publishes_a_new_token_each_time():
+    assert config_publish() != config_publish()
+
+
+@pytest.mark.django_db
+def test_it_publishes_only_enabled_routes_of_enabled_services():
+    live = make_service("live", "http://127.0.0.1:9001")
+    off = make_service("off", "http://127.0.0.1:9002", enabled=False)
+    make_route(live, "/on", name="on")
+    make_route(live, "/disabled", name="disabled", enabled=False)
+    make_route(off, "/service-off", name="service-off")
+
+    config_publish()
+
+    data = published()
+    assert [r["name"] for r in data["routes"]] == ["on"]
+    assert [s["name"] for s in data["services"]] == ["live"]
+
+
+@pytest.mark.django_db
+def test_it_leaves_disabled_targets_out():
+    service = make_service("users", "http://127.0.0.1:9001", "http://127.0.0.1:9002")
+    Target.objects.filter(url="http://127.0.0.1:9002").update(enabled=False)
+
+    config_publish()
+
+    [published_service] = published()["services"]
+    assert published_service["targets"] == [{"url": "http://127.0.0.1:9001", "weight": 100}]
+    assert published_service["id"] == service.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_publishes_once_after_a_transaction_commits():
+    before = version()
+
+    with transaction.atomic():
+        service = make_service("users", "http://127.0.0.1:9001", "http://127.0.0.1:9002")
+        make_route(service, "/users")
+        make_route(service, "/people")
+        service.read_timeout = 3
+        service.save()
+        assert version() == before
+
+    assert version() == before + 1
+    assert sorted(r["path"] for r in published()["routes"]) == ["/people", "/users"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_publishes_once_per_save_outside_a_transaction():
+    before = version()
+
+    service = make_service("users")
+    Target.objects.create(service=service, url="http://127.0.0.1:9001")
+
+    assert version() == before + 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_publishes_nothing_for_a_rolled_back_transaction():
+    make_route(make_service("kept", "http://127.0.0.1:9001"), "/kept")
+    before, token = version(), cache.get(VERSION_KEY)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        make_route(make_service("lost", "http://127.0.0.1:9002"), "/lost")
+        raise RuntimeError("abandon the change")
+
+    assert version() == before
+    assert cache.get(VERSION_KEY) == token
+    assert not Service.objects.filter(name="lost").exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_publishes_the_outer_change_when_a_savepoint_rolls_back():
+    before = version()
+
+    with transaction.atomic():
+        make_route(make_service("kept", "http://127.0.0.1:9001"), "/kept")
+        with pytest.raises(RuntimeError), transaction.atomic():
+            make_route(Service.objects.get(name="kept"), "/lost", name="lost")
+            raise RuntimeError("abandon the inner change")
+
+    assert version() == before + 1
+    assert [r["path"] for r in published()["routes"]] == ["/kept"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_publishes_a_change_saved_after_a_rolled_back_savepoint():
+    service = make_service("users", "http://127.0.0.1:9001")
+    before = version()
+
+    with transaction.atomic():
+        with pytest.raises(RuntimeError), transaction.atomic():
+            make_route(service, "/lost", name="lost")
+            raise RuntimeError("abandon the inner change")
+        make_route(service, "/kept", name="kept")
+
+    assert version() == before + 1
+    assert [r["path"] for r in published()["routes"]] == ["/kept"]
+
+
+@pytest.mark.django_db
+def test_a_holder_loads_the_published_snapshot():
+    make_route(make_service("users", "http://127.0.0.1:9001"), "/users")
+    token = config_publish()
+    holder = SnapshotHolder()
+
+    assert holder.refresh() is True
+    assert holder.current.token == token
+    assert [route.path for route in holder.current.routes] == ["/users"]
+    assert holder.refresh() is False
+
+
+@pytest.mark.django_db
+def test_a_holder_keeps_its_last_good_snapshot_while_the_cache_is_unreachable():
+    make_route(make_service("users", "http://127.0.0.1:9001"), "/users")
+    config_publish()
+    holder = SnapshotHolder()
+    holder.refresh()
+    good = holder.current
+
+    with override_settings(CACHES=DEAD_CACHE):
+        assert holder.refresh() is False
+
+    assert holder.current is good
+    assert holder.last_error is not None
+    assert "Connection" in holder.last_error
+
+
+@pytest.mark.django_db
+def test_a_holder_recovers_once_the_cache_is_back():
+    service = make_service("users", "http://127.0.0.1:9001")
+    make_route(service, "/users")
+    config_publish()
+    holder = SnapshotHolder()
+    holder.refresh()
+    with override_settings(CACHES=DEAD_CACHE):
+        holder.refresh()
+
+    make_route(service, "/people")
+    token = config_publish()
+
+    assert holder.refresh() is True
+    assert holder.last_error is None
+    assert holder.current.token == token
+
+
+@pytest.mark.django_db
+def test_a_holder_rebuilds_the_snapshot_when_the_cache_lost_it():
+    make_route(make_service("users", "http://127.0.0.1:9001"), "/users")
+    lost = config_publish()
+    cache.delete(SNAPSHOT_KEY.format(token=lost))
+    holder = SnapshotHolder()
+
+    assert holder.refresh() is True
+    assert holder.current.token != lost
+    assert [route.path for route in holder.current.routes] == ["/users"]
