@@ -80,7 +80,9 @@ def run(argv: list[str]) -> int:
             "from django.contrib.auth import get_user_model as g; U = g(); "
             "u = U.objects.filter(username='admin').first() or "
             "U.objects.create_superuser('admin', 'admin@example.com', 'x'); "
-            f"u.set_password({password!r}); u.save()",
+            f"u.set_password({password!r}); u.save(); "
+            "from django.contrib.auth.models import Group; "
+            "u.groups.add(Group.objects.get(name='admin'))",
         ],
         check=True,
         cwd=ROOT,

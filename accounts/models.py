@@ -1,8 +1,15 @@
-"""Portier's user model: a custom one from day one, so later fields need no migration gymnastics."""
+"""Portier's users and API keys.
+
+The user model is custom from day one, so later fields need no migration gymnastics; roles are
+Django groups. API keys are stored only as a SHA-256 hash and found by their public prefix.
+"""
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
 
 
 class User(AbstractUser):
@@ -10,3 +17,36 @@ class User(AbstractUser):
 
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
+
+
+class ApiKey(models.Model):
+    """A credential for a third-party integration, acting as its owner (and the owner's roles).
+
+    The full key is shown once, at creation; only its hash is stored. High-entropy random keys
+    make a fast hash safe here (no password-style stretching needed).
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100, help_text="What the key is for, e.g. billing-sync.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed_key = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty = never expires.")
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+        indexes = [models.Index(fields=["owner", "revoked_at"], name="apikey_owner_revoked")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()

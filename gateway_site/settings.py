@@ -7,6 +7,7 @@ instances. PORTIER_ENV=production refuses to start with the development secret k
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -43,6 +44,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework_simplejwt.token_blacklist",
     "accounts",
     "routing",
     "audit",
@@ -157,3 +159,76 @@ PORTIER_ALLOW_ENCODED_SLASHES = env_bool("PORTIER_ALLOW_ENCODED_SLASHES", False)
 # Upstream connection pool per process.
 PORTIER_UPSTREAM_MAX_CONNECTIONS = env_int("PORTIER_UPSTREAM_MAX_CONNECTIONS", 512)
 PORTIER_UPSTREAM_KEEPALIVE = env_int("PORTIER_UPSTREAM_KEEPALIVE", 128)
+
+# Header names with "_" are dropped before forwarding, as NGINX does: a framework behind the
+# gateway may fold X_User_Id into X-User-Id. Allow them only if every upstream keeps them apart.
+PORTIER_ALLOW_UNDERSCORE_HEADERS = env_bool("PORTIER_ALLOW_UNDERSCORE_HEADERS", False)
+
+# --- Identity: JWT and API keys ------------------------------------------------------------------
+# HS256 with a shared secret (tokens from a separate auth service, or from /auth/), or RS256/ES256
+# with a public key (PEM) or a JWKS URL.
+PORTIER_JWT_ALGORITHM = env_str("PORTIER_JWT_ALGORITHM", "HS256")
+if PORTIER_JWT_ALGORITHM not in {
+    "HS256",
+    "HS384",
+    "HS512",
+    "RS256",
+    "RS384",
+    "RS512",
+    "ES256",
+    "ES384",
+    "ES512",
+}:
+    raise ImproperlyConfigured(
+        "PORTIER_JWT_ALGORITHM must be HS256/384/512, RS256/384/512 or ES256/384/512"
+    )
+# HS*: the shared secret (defaults to SECRET_KEY). RS/ES: the private key, only needed to
+# issue tokens at /auth/.
+PORTIER_JWT_SIGNING_KEY = env_str("PORTIER_JWT_SIGNING_KEY") or (
+    SECRET_KEY if PORTIER_JWT_ALGORITHM.startswith("HS") else ""
+)
+PORTIER_JWT_VERIFYING_KEY = env_str("PORTIER_JWT_VERIFYING_KEY").replace("\\n", "\n")
+PORTIER_JWT_JWKS_URL = env_str("PORTIER_JWT_JWKS_URL")
+# Seconds between two JWKS fetches caused by unknown key ids (a flood of random kids fetches once).
+PORTIER_JWT_JWKS_MIN_REFRESH = env_float("PORTIER_JWT_JWKS_MIN_REFRESH", 30.0)
+PORTIER_JWT_ISSUER = env_str("PORTIER_JWT_ISSUER") or None
+PORTIER_JWT_AUDIENCE = env_str("PORTIER_JWT_AUDIENCE") or None
+PORTIER_JWT_LEEWAY = env_float("PORTIER_JWT_LEEWAY", 0.0)
+# Which claims carry the caller: tokens of another issuer may say userId / role instead.
+PORTIER_JWT_USER_ID_CLAIM = env_str("PORTIER_JWT_USER_ID_CLAIM", "user_id")
+PORTIER_JWT_EMAIL_CLAIM = env_str("PORTIER_JWT_EMAIL_CLAIM", "email")
+PORTIER_JWT_ROLES_CLAIM = env_str("PORTIER_JWT_ROLES_CLAIM", "roles")
+# Require token_type "access" (refresh tokens are refused); turn off for issuers without the claim.
+PORTIER_JWT_REQUIRE_TOKEN_TYPE = env_bool("PORTIER_JWT_REQUIRE_TOKEN_TYPE", True)
+# The role that admin-only policies require.
+PORTIER_ADMIN_ROLE = env_str("PORTIER_ADMIN_ROLE", "admin")
+# Seconds a process trusts its own copy of an API key before asking Redis again: the bound on how
+# long a revoked key keeps working on an instance.
+PORTIER_API_KEY_LOCAL_TTL = env_float("PORTIER_API_KEY_LOCAL_TTL", 1.0)
+
+SIMPLE_JWT = {
+    "ALGORITHM": PORTIER_JWT_ALGORITHM,
+    "SIGNING_KEY": PORTIER_JWT_SIGNING_KEY,
+    "VERIFYING_KEY": PORTIER_JWT_VERIFYING_KEY,
+    "ISSUER": PORTIER_JWT_ISSUER,
+    "AUDIENCE": PORTIER_JWT_AUDIENCE,
+    "LEEWAY": PORTIER_JWT_LEEWAY,
+    "USER_ID_CLAIM": PORTIER_JWT_USER_ID_CLAIM,
+    "ACCESS_TOKEN_LIFETIME": timedelta(seconds=env_int("PORTIER_ACCESS_TOKEN_SECONDS", 900)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(seconds=env_int("PORTIER_REFRESH_TOKEN_SECONDS", 86400)),
+    "ROTATE_REFRESH_TOKENS": True,
+    "BLACKLIST_AFTER_ROTATION": True,
+    "UPDATE_LAST_LOGIN": True,
+}
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "accounts.views.json_exception_handler",
+}
+
+# Login brute-force limit (django-ratelimit): failed attempts per username and per client IP.
+PORTIER_LOGIN_FAILURE_RATE = env_str("PORTIER_LOGIN_FAILURE_RATE", "5/15m")
+RATELIMIT_USE_CACHE = "default"
+# django-ratelimit warns about the in-process cache; it is atomic within the one process it serves.
+SILENCED_SYSTEM_CHECKS = [] if REDIS_URL else ["django_ratelimit.E003", "django_ratelimit.W001"]

@@ -8,7 +8,7 @@ plain `runserver`).
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path, re_path
+from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from routing import views
@@ -16,6 +16,7 @@ from routing import views
 urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),
     path("admin/", admin.site.urls),
+    path("auth/", include("accounts.urls")),
     path("health", views.health),
     re_path(r"^(?:admin|auth|health|metrics|static)(?:/|$)", views.reserved_not_found),
     re_path(r"", views.proxy),

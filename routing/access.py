@@ -1,10 +1,11 @@
-"""Stages 2-3, authenticate and authorize, as far as they exist today.
+"""Stage 3, authorize: the route's role policy against the caller's identity.
 
-Until the identity stage lands (JWT, API keys), only routes without a role policy or with a public
-one are reachable; every other policy fails closed with 401, never open.
+A route without a policy is public. Roles are Django group names (in tokens: the roles claim).
 """
 
 from __future__ import annotations
+
+from django.conf import settings
 
 from routing.context import GatewayError, RequestContext
 
@@ -15,9 +16,20 @@ async def authorize(ctx: RequestContext) -> None:
     policy = ctx.route.policy if ctx.route else None
     if policy is None or policy.kind == "public":
         return
-    raise GatewayError(
-        401,
-        "missing_credentials",
-        "This route needs credentials.",
-        [(b"www-authenticate", b'Bearer realm="portier"')],
+    identity = ctx.identity
+    if identity is None:
+        raise GatewayError(
+            401,
+            "missing_credentials",
+            "This route needs credentials.",
+            [(b"www-authenticate", b'Bearer realm="portier"')],
+        )
+    roles = identity.roles
+    allowed = (
+        policy.kind == "authenticated"
+        or (policy.kind == "any_of" and not roles.isdisjoint(policy.roles))
+        or (policy.kind == "all_of" and roles.issuperset(policy.roles))
+        or (policy.kind == "admin_only" and settings.PORTIER_ADMIN_ROLE in roles)
     )
+    if not allowed:
+        raise GatewayError(403, "forbidden", "The caller may not use this route.")

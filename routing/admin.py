@@ -102,7 +102,10 @@ class RouteAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("name", "service", "enabled", "priority")}),
         ("Match", {"fields": ("match_type", "path", "methods", "hosts", "header_matches")}),
-        ("Forwarding", {"fields": ("strip_prefix", "rewrite", "preserve_host")}),
+        (
+            "Forwarding",
+            {"fields": ("strip_prefix", "rewrite", "preserve_host", "forward_authorization")},
+        ),
         ("Access", {"fields": ("role_policy", "rate_limit_tier")}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )

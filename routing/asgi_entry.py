@@ -22,6 +22,7 @@ __all__ = ["ClientGone", "context_from_scope", "proxy_app"]
 logger = logging.getLogger("portier.entry")
 
 Scope = dict[str, Any]
+_SMALL_BODY = 64 * 1024
 
 
 class ClientGone(Exception):
@@ -83,6 +84,12 @@ async def _send(response: GatewayResponse, ctx: RequestContext, receive: Any, se
         return
     # A client that goes away must stop the relay, or a large answer is read for nobody. The
     # request body is fully sent before an HTTP/1.1 upstream answers, so receive() is free now.
+    # A small answer with a known length is sent before a disconnect could matter: no watcher.
+    if _is_small(response.headers):
+        async for chunk in response.stream:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
     gone = asyncio.Event()
     watcher = asyncio.create_task(_watch_disconnect(receive, gone))
     try:
@@ -95,6 +102,13 @@ async def _send(response: GatewayResponse, ctx: RequestContext, receive: Any, se
         await send({"type": "http.response.body", "body": b""})
     finally:
         watcher.cancel()
+
+
+def _is_small(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"content-length":
+            return value.isdigit() and int(value) <= _SMALL_BODY
+    return False
 
 
 async def _watch_disconnect(receive: Any, gone: asyncio.Event) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from routing.identity import Identity
     from routing.snapshot import RouteSpec, Snapshot
 
 __all__ = ["GatewayError", "GatewayResponse", "RequestContext"]
@@ -58,6 +59,7 @@ class RequestContext:
     path: str = ""
     route: RouteSpec | None = None
     route_match: object | None = None
+    identity: Identity | None = None
     upstream_path: str = ""
     upstream_headers: Headers = field(default_factory=list)
     target_url: str = ""

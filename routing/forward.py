@@ -1,7 +1,10 @@
 """Stage 6, forward: send the request to one target of the route's service and stream the answer.
 
-One pooled httpx.AsyncClient per event loop (so per process in production) keeps connections to
-upstreams alive; the response body is relayed chunk by chunk and never held whole in memory.
+Requests and responses are httpx objects, sent through one pooled transport per event loop (so per
+process in production) that keeps connections to upstreams alive (routing.transport explains why
+it is aiohttp's pool underneath). The transport is called directly, not through
+httpx.AsyncClient.send: the client would feed every upstream Set-Cookie into a process-wide cookie
+jar. The response body is relayed chunk by chunk and never held whole in memory.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from django.conf import settings
 from routing.context import GatewayError, GatewayResponse, RequestContext
 from routing.snapshot import ServiceSpec, TargetSpec
 from routing.transform import drop_hop_by_hop
+from routing.transport import AiohttpTransport
 
 __all__ = ["UpstreamBroken", "close_clients", "forward", "upstream_client"]
 
 logger = logging.getLogger("portier.forward")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+_clients: dict[asyncio.AbstractEventLoop, AiohttpTransport] = {}
 _schedules: dict[tuple[str, tuple[TargetSpec, ...]], tuple[list[int], itertools.count[int]]] = {}
 
 
@@ -33,8 +37,8 @@ class UpstreamBroken(Exception):
     """The upstream failed after its answer had started: the client connection must be cut."""
 
 
-def upstream_client() -> httpx.AsyncClient:
-    """The shared client of the running event loop, created on first use."""
+def upstream_client() -> AiohttpTransport:
+    """The shared transport (connection pool) of the running event loop, made on first use."""
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
@@ -43,8 +47,7 @@ def upstream_client() -> httpx.AsyncClient:
             max_keepalive_connections=settings.PORTIER_UPSTREAM_KEEPALIVE,
             keepalive_expiry=30.0,
         )
-        # No default headers: the client sends exactly the headers the transform stage built.
-        client = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
+        client = AiohttpTransport(limits)
         _clients[loop] = client
     return client
 
@@ -107,7 +110,7 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
             extensions={"timeout": service.timeout},
         )
         try:
-            response = await client.send(request, stream=True)
+            response = await client.handle_async_request(request)
             break
         except httpx.ConnectError as exc:
             logger.warning("upstream %s refused %s: %s", target.url, ctx.request_id, exc)

@@ -196,6 +196,10 @@ class Route(models.Model):
     preserve_host = models.BooleanField(
         default=False, help_text="Send the client's Host header upstream instead of the target's."
     )
+    forward_authorization = models.BooleanField(
+        default=True,
+        help_text="Pass the client's Authorization / X-API-Key headers on to the upstream.",
+    )
     role_policy = models.ForeignKey(
         RolePolicy,
         on_delete=models.PROTECT,

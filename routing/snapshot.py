@@ -95,6 +95,7 @@ class RouteSpec:
     strip_prefix: bool
     rewrite: str
     preserve_host: bool
+    forward_authorization: bool
     policy: PolicySpec | None
     tier: TierSpec | None
 
@@ -151,6 +152,7 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
                 "strip_prefix": r.strip_prefix,
                 "rewrite": r.rewrite,
                 "preserve_host": r.preserve_host,
+                "forward_authorization": r.forward_authorization,
                 "policy": policy
                 and {
                     "name": policy.name,
@@ -252,6 +254,7 @@ def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> Route
         strip_prefix=bool(r["strip_prefix"]),
         rewrite=r["rewrite"],
         preserve_host=bool(r["preserve_host"]),
+        forward_authorization=bool(r.get("forward_authorization", True)),
         policy=PolicySpec(policy["name"], policy["kind"], tuple(policy["roles"]))
         if policy
         else None,

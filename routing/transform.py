@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
+
 from routing.context import GatewayError, Headers, RequestContext
 from routing.snapshot import RouteSpec
 
@@ -35,6 +37,7 @@ HOP_BY_HOP = frozenset(
 )
 # The gateway alone says who the caller is; a client-written identity header never goes upstream.
 IDENTITY_HEADERS = frozenset({b"x-user-id", b"x-user-role", b"x-user-roles", b"x-user-email"})
+_CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 # Headers the gateway sets itself on the upstream request. Expect is answered by the gateway's
 # own server (100-continue), so the upstream must not wait for a second handshake.
 _REPLACED = frozenset(
@@ -67,12 +70,16 @@ async def transform(ctx: RequestContext) -> None:
     route = ctx.route
     assert route is not None
     ctx.upstream_path = upstream_path_for(route, ctx.path, ctx.route_match)
+    drop = _REPLACED | IDENTITY_HEADERS
+    if not route.forward_authorization:
+        drop |= _CREDENTIALS
+    allow_underscores = settings.PORTIER_ALLOW_UNDERSCORE_HEADERS
     headers = [
         (name, value)
-        for name, value in drop_hop_by_hop(ctx.headers, _REPLACED | IDENTITY_HEADERS)
+        for name, value in drop_hop_by_hop(ctx.headers, drop)
         # Underscored names are dropped, as NGINX does: X_User_Id would otherwise reach a
         # framework that folds it into X-User-Id.
-        if b"_" not in name
+        if allow_underscores or b"_" not in name
     ]
     forwarded_for = [value for name, value in headers if name == b"x-forwarded-for"]
     headers = [(name, value) for name, value in headers if name != b"x-forwarded-for"]
@@ -83,6 +90,14 @@ async def transform(ctx: RequestContext) -> None:
     if ctx.host:
         headers.append((b"x-forwarded-host", (ctx.header(b"host") or b"").strip()))
     headers.append((b"x-request-id", ctx.request_id.encode()))
+    identity = ctx.identity
+    if identity is not None:
+        headers.append((b"x-user-id", identity.subject.encode()))
+        if identity.email:
+            headers.append((b"x-user-email", identity.email.encode()))
+        if identity.roles:
+            headers.append((b"x-user-role", identity.primary_role.encode()))
+            headers.append((b"x-user-roles", ",".join(sorted(identity.roles)).encode()))
     if route.preserve_host and ctx.header(b"host"):
         headers.append((b"host", ctx.header(b"host") or b""))
     ctx.upstream_headers = headers

@@ -20,11 +20,18 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(scope="module")
 def django_entry(django_db_setup: Any, django_db_blocker: Any) -> Iterator[ServerThread]:
-    """Django's own ASGI handler alone, served by uvicorn: every path reaches routing.views."""
-    from gateway_site.asgi import django_app
+    """Django's own ASGI handler alone, served by uvicorn: every path reaches routing.views.
+    The gateway's lifespan still runs, so the upstream pool is closed at shutdown."""
+    from gateway_site.asgi import _lifespan, django_app
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+        else:
+            await django_app(scope, receive, send)
 
     with django_db_blocker.unblock():
-        server = ServerThread(django_app).start()
+        server = ServerThread(app, lifespan="on").start()
     yield server
     server.stop()
 
@@ -57,7 +64,7 @@ def test_health_is_answered_by_the_gateway_even_with_a_catch_all_route(client, u
 
 
 @pytest.mark.parametrize(
-    "path", ["/metrics", "/auth/x", "/auth/token", "/health/nope", "/static/x"]
+    "path", ["/metrics", "/auth/x", "/auth/tokens", "/health/nope", "/static/x"]
 )
 def test_it_answers_unknown_gateway_paths_with_a_json_404(client, upstream, path):
     make_route(make_service("all", upstream.url), "/")

@@ -1,4 +1,5 @@
-"""Create the demo configuration: a service on the echo upstream and a route to it.
+"""Create the demo configuration: a service on the echo upstream, a public and an admin-only
+route to it, the `admin` role, and the seed's rate-limit tiers.
 
 Idempotent: running it again updates the demo rows instead of duplicating them.
 """
@@ -7,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -38,11 +41,23 @@ class Command(BaseCommand):
         RolePolicy.objects.get_or_create(
             name="public", defaults={"kind": RolePolicy.Kind.PUBLIC, "description": "Anyone."}
         )
-        RolePolicy.objects.get_or_create(
+        admins, _ = RolePolicy.objects.get_or_create(
             name="admins",
             defaults={
                 "kind": RolePolicy.Kind.ADMIN_ONLY,
                 "description": "Gateway admins; audited.",
+            },
+        )
+        Group.objects.get_or_create(name=settings.PORTIER_ADMIN_ROLE)
+        Route.objects.update_or_create(
+            name="demo-admin",
+            defaults={
+                "service": service,
+                "path": "/demo-admin",
+                "match_type": "prefix",
+                "strip_prefix": True,
+                "enabled": True,
+                "role_policy": admins,
             },
         )
         # The seed's defaults, ready to attach to routes.
@@ -54,6 +69,6 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             self.style.SUCCESS(
-                f"Demo loaded: /demo/* -> {upstream} (service demo-echo, route demo)."
+                f"Demo loaded: /demo/* (public) and /demo-admin/* (admin role) -> {upstream}."
             )
         )

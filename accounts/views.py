@@ -1,0 +1,134 @@
+"""The gateway's own token endpoints under /auth/ (simplejwt), with a login brute-force limit.
+
+Only failed logins count: 5 per 15 minutes (PORTIER_LOGIN_FAILURE_RATE) per username and per
+client IP; past that, 429 rate_limited with Retry-After until the window ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django_ratelimit.core import get_usage
+from rest_framework import status
+from rest_framework.exceptions import APIException, AuthenticationFailed, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.tokens import RefreshToken
+from rest_framework_simplejwt.views import (
+    TokenObtainPairView,
+    TokenRefreshView,
+    TokenVerifyView,
+)
+
+from accounts.serializers import PortierTokenObtainSerializer
+from routing.pipeline import request_id_from
+
+__all__ = [
+    "LogoutView",
+    "ObtainTokenView",
+    "RefreshTokenView",
+    "VerifyTokenView",
+    "json_exception_handler",
+]
+
+_CODES = {
+    "authentication_failed": "invalid_credentials",
+    "no_active_account": "invalid_credentials",
+    "token_not_valid": "invalid_token",
+    "not_authenticated": "missing_credentials",
+    "invalid": "invalid_request",
+    "parse_error": "invalid_request",
+}
+
+
+def _error(request: Any, status_code: int, code: str, message: str, **extra: Any) -> Response:
+    request_id = request_id_from((request.META.get("HTTP_X_REQUEST_ID") or "").encode() or None)
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    body.update(extra)
+    return Response({"error": body}, status=status_code, headers={"X-Request-ID": request_id})
+
+
+def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF errors in the gateway's one error shape, with a stable code."""
+    if not isinstance(exc, APIException):
+        return None
+    request = context["request"]
+    codes = exc.get_codes()
+    first = codes if isinstance(codes, str) else "invalid"
+    if isinstance(exc, InvalidToken):
+        first = "token_not_valid"
+    code = _CODES.get(first, first)
+    if isinstance(exc, ValidationError):
+        return _error(
+            request, 400, "invalid_request", "The request is not valid.", fields=exc.detail
+        )
+    message = str(exc.detail) if isinstance(exc.detail, str) else "The request was refused."
+    response = _error(request, exc.status_code, code, message)
+    if exc.status_code == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="portier"'
+    return response
+
+
+def _login_usage(request: Request, username: str, increment: bool) -> list[dict[str, Any]]:
+    rate = settings.PORTIER_LOGIN_FAILURE_RATE
+    usages = [
+        get_usage(request, group="login-failures-ip", key="ip", rate=rate, increment=increment),
+        get_usage(
+            request,
+            group="login-failures-user",
+            key=lambda _g, _r: username,
+            rate=rate,
+            increment=increment,
+        ),
+    ]
+    return [usage for usage in usages if usage is not None]
+
+
+class ObtainTokenView(TokenObtainPairView):
+    """POST username (or email) and password; answers an access and a refresh token."""
+
+    serializer_class = PortierTokenObtainSerializer
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        username = str(request.data.get("username", "")).strip().lower()[:254]
+        blocked = [
+            u for u in _login_usage(request, username, increment=False) if u["count"] >= u["limit"]
+        ]
+        if blocked:
+            retry_after = max(int(u["time_left"]) for u in blocked) or 1
+            response = _error(
+                request, 429, "rate_limited", "Too many failed logins; try again later."
+            )
+            response["Retry-After"] = str(retry_after)
+            return response
+        try:
+            return super().post(request, *args, **kwargs)
+        except AuthenticationFailed:
+            _login_usage(request, username, increment=True)
+            raise
+
+
+class RefreshTokenView(TokenRefreshView):
+    """POST a refresh token; answers a new access token and a rotated refresh token (the old
+    one is blacklisted)."""
+
+
+class VerifyTokenView(TokenVerifyView):
+    """POST a token; 200 when it is valid."""
+
+
+class LogoutView(APIView):
+    """POST a refresh token; it is blacklisted and can no longer be refreshed."""
+
+    def post(self, request: Request) -> Response:
+        raw = request.data.get("refresh")
+        if not isinstance(raw, str) or not raw:
+            return _error(request, 400, "invalid_request", "Send the refresh token as `refresh`.")
+        try:
+            RefreshToken(raw).blacklist()  # type: ignore[arg-type]
+        except TokenError:
+            return _error(request, 401, "invalid_token", "The refresh token is not valid.")
+        return Response(status=status.HTTP_205_RESET_CONTENT)

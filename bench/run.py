@@ -1,0 +1,439 @@
+"""Portier's load benchmark: the gateway vs the direct upstream vs a minimal reference proxy.
+
+    .venv/bin/python bench/run.py [--smoke] [--profile] [--duration S] [--reps N] [--only NAME...]
+
+Starts an upstream (NGINX, core 1), the gateway as production runs it (gunicorn, one
+PortierWorker, core 0) and the reference proxy (core 0), then loads each with wrk (core 1).
+Prints medians per scenario and server, the ratios, and writes bench/results/<timestamp>.json.
+See bench/README.md for how to read the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `bench` and the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import jwt
+import redis
+
+from bench import load, profiling, tools
+from bench.gateway import Gateway, start_gateway
+from bench.procs import (
+    Child,
+    Children,
+    cpu_pin,
+    cpu_seconds,
+    free_port,
+    peak_rss_mib,
+    reset_peak_rss,
+    wait_http_ok,
+)
+from bench.report import (
+    Row,
+    Sample,
+    format_ratios,
+    format_table,
+    ratios,
+    write_json,
+)
+from bench.scenarios import SCENARIOS, Scenario, route_named
+from bench.upstream import ENDPOINTS, Upstream, start_upstream
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+REDIS_URL = "redis://127.0.0.1:6379/14"
+PROFILE_SCENARIO = "small-c50"
+
+
+@dataclass
+class Served:
+    """Where one variant of a scenario is loaded, and which processes pay for it."""
+
+    url: str
+    pids: Callable[[], list[int]]
+    headers: dict[str, str]
+
+
+@dataclass
+class Stack:
+    """Everything started for one bench run."""
+
+    upstream: Upstream
+    gateway: Gateway
+    reference: Child | None
+    reference_url: str
+    reference_token: str
+    tokens: dict[str, str]  # gateway Bearer tokens by kind, for the JWT scenarios
+    lua: Path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="1 rep of ~1 s per scenario")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the gateway on small-c50 instead"
+    )
+    parser.add_argument("--duration", type=float, help="seconds per run (default 10; profile 15)")
+    parser.add_argument("--reps", type=int, help="repetitions per scenario (default 3)")
+    parser.add_argument("--warmup", type=float, help="seconds of unmeasured load before each run")
+    names = [s.name for s in SCENARIOS]
+    parser.add_argument("--only", nargs="+", choices=names, metavar="SCENARIO", help=str(names))
+    args = parser.parse_args(argv)
+    smoke = args.smoke
+    args.duration = args.duration or (1.0 if smoke else 15.0 if args.profile else 10.0)
+    args.reps = args.reps or (1 if smoke else 3)
+    args.warmup = args.warmup if args.warmup is not None else (0.0 if smoke else 2.0)
+    return args
+
+
+def redis_reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def drop_redis_keys(url: str, prefix: str) -> None:
+    """The bench's keys are all under its unique prefix: leave db 14 as it was found."""
+    with contextlib.suppress(redis.RedisError):
+        client = redis.Redis.from_url(url, socket_timeout=2)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+
+
+def make_token(secret: str, subject: str, roles: list[str]) -> str:
+    now = int(time.time())
+    claims = {"sub": subject, "user_id": subject, "roles": roles, "token_type": "access"}
+    claims |= {"iat": now, "exp": now + 24 * 3600, "jti": secrets.token_hex(8)}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def start_reference(
+    children: Children, upstream_url: str, redis_url: str | None, key_prefix: str
+) -> tuple[Child, str, str]:
+    """The reference proxy on core 0, one process, with its own JWT secret."""
+    secret = secrets.token_urlsafe(32)
+    port = free_port()
+    env = {
+        **os.environ,
+        "REF_UPSTREAM": upstream_url,
+        "REF_JWT_SECRET": secret,
+        "REF_REDIS_URL": redis_url or "",
+        "REF_COUNTER_KEY": f"{key_prefix}:reference:hits",
+    }
+    argv = [
+        *cpu_pin(0),
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.reference_proxy:app",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--loop=uvloop",
+        "--http=httptools",
+        "--no-access-log",
+        "--log-level=warning",
+        "--lifespan=on",
+    ]
+    child = children.spawn("reference-proxy", argv, env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    token = make_token(secret, "bench-user", ["user"])
+    wait_http_ok(url + ENDPOINTS["small"], child, headers={"Authorization": f"Bearer {token}"})
+    return child, url, token
+
+
+def start_stack(
+    children: Children,
+    workdir: Path,
+    scenarios: list[Scenario],
+    redis_url: str | None,
+    key_prefix: str,
+) -> Stack:
+    upstream = start_upstream(children, workdir)
+    print(f"bench: upstream {upstream.kind} at {upstream.url} (core 1)")
+    probe = route_named("bench-small").path
+    gateway = start_gateway(children, workdir, upstream.url, redis_url, key_prefix, probe)
+    print(f"bench: gateway gunicorn at {gateway.url}, worker pid {gateway.workers[0]} (core 0)")
+    reference, reference_url, reference_token = None, "", ""
+    if any(s.reference and not s.pending for s in scenarios):
+        reference, reference_url, reference_token = start_reference(
+            children, upstream.url, redis_url, key_prefix
+        )
+        print(f"bench: reference proxy at {reference_url}, pid {reference.pid} (core 0)")
+    tokens = {
+        "user": make_token(gateway.secret_key, "bench-user", ["user"]),
+        "admin": make_token(gateway.secret_key, "bench-admin", ["admin"]),
+    }
+    lua = load.write_lua(workdir)
+    return Stack(upstream, gateway, reference, reference_url, reference_token, tokens, lua)
+
+
+def served(stack: Stack, scenario: Scenario, variant: str) -> Served:
+    route = route_named(scenario.route)
+    auth = {"Authorization": f"Bearer {stack.tokens[scenario.token]}"} if scenario.token else {}
+    if variant == "gateway":
+        workers = stack.gateway.workers
+        return Served(stack.gateway.url + route.path, lambda: workers, auth)
+    if variant == "direct":
+        return Served(stack.upstream.endpoint(route.payload), stack.upstream.serving_pids, auth)
+    assert stack.reference is not None
+    pid = stack.reference.pid
+    headers = {"Authorization": f"Bearer {stack.reference_token}"}
+    return Served(stack.reference_url + ENDPOINTS[route.payload], lambda: [pid], headers)
+
+
+def variants(scenario: Scenario) -> list[str]:
+    return ["gateway", "direct", *(["reference"] if scenario.reference else [])]
+
+
+def preflight(stack: Stack, scenario: Scenario, variant: str) -> None:
+    """One request per target, checked against the direct body: never benchmark a 404."""
+    target = served(stack, scenario, variant)
+    direct = served(stack, scenario, "direct")
+    bodies = []
+    for url, headers in ((target.url, target.headers), (direct.url, direct.headers)):
+        request = urllib.request.Request(url, headers=headers)  # noqa: S310 (http only)
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            bodies.append(response.read())
+    if bodies[0] != bodies[1]:
+        raise RuntimeError(f"{scenario.name}/{variant}: {target.url} does not relay the body")
+
+
+def measure(
+    served_at: Served, connections: int, seconds: float, warmup: float, lua: Path
+) -> Sample:
+    """Warm up, then one wrk run bracketed by CPU and peak-RSS readings of the serving process."""
+    if warmup > 0:
+        load.run_wrk(
+            served_at.url,
+            connections=connections,
+            seconds=warmup,
+            lua=lua,
+            headers=served_at.headers,
+        )
+    pids = served_at.pids()
+    rss_reset = reset_peak_rss(pids)
+    cpu_before = cpu_seconds(pids)
+    result = load.run_wrk(
+        served_at.url, connections=connections, seconds=seconds, lua=lua, headers=served_at.headers
+    )
+    cpu = cpu_seconds(pids) - cpu_before
+    return Sample(
+        rps=result.rps,
+        p50_ms=result.p50_ms,
+        p99_ms=result.p99_ms,
+        requests=result.requests,
+        errors=result.errors,
+        cpu_s_per_1k=cpu / result.requests * 1000 if result.requests else None,
+        peak_rss_mib=peak_rss_mib(pids) if rss_reset else None,
+        wrk=result.raw,
+    )
+
+
+def run_matrix(stack: Stack, scenarios: list[Scenario], args: argparse.Namespace) -> list[Row]:
+    """All repetitions, interleaving scenarios and servers so slow drift hits all rows alike."""
+    rows: dict[tuple[str, str], Row] = {}
+    for scenario in scenarios:
+        for variant in variants(scenario) if not scenario.pending else ["gateway"]:
+            rows[scenario.name, variant] = Row(scenario.name, variant, scenario.connections)
+            rows[scenario.name, variant].pending = scenario.pending
+            if not scenario.pending:
+                preflight(stack, scenario, variant)
+                rows[scenario.name, variant].url = served(stack, scenario, variant).url
+    for rep in range(args.reps):
+        for scenario in scenarios:
+            if scenario.pending:
+                continue
+            for variant in variants(scenario):
+                sample = measure(
+                    served(stack, scenario, variant),
+                    scenario.connections,
+                    args.duration,
+                    args.warmup,
+                    stack.lua,
+                )
+                rows[scenario.name, variant].samples.append(sample)
+                flag = f"  ({sample.errors} errors!)" if sample.errors else ""
+                print(
+                    f"  rep {rep + 1}/{args.reps} {scenario.name:<12} {variant:<9} "
+                    f"{sample.rps:>9,.0f} req/s  p99 {sample.p99_ms:7.2f} ms{flag}",
+                    flush=True,
+                )
+    return list(rows.values())
+
+
+def run_profile(stack: Stack, args: argparse.Namespace, stamp: str) -> dict[str, Any]:
+    """py-spy the gateway worker for `duration` s while wrk loads the small route (c50)."""
+    scenario = next(s for s in SCENARIOS if s.name == PROFILE_SCENARIO)
+    target = served(stack, scenario, "gateway")
+    seconds = max(1, round(args.duration))
+    if args.warmup:
+        load.run_wrk(target.url, connections=50, seconds=args.warmup, lua=stack.lua)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    speedscope = RESULTS / f"{stamp}-profile.speedscope.json"
+    worker = stack.gateway.workers[0]
+    wrk = load.start_wrk(target.url, connections=50, seconds=seconds + 3, lua=stack.lua)
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        time.sleep(1)
+        spy = profiling.record(tools.py_spy_path(), worker, seconds, speedscope)
+        spy_output, _ = spy.communicate(timeout=seconds + 60)
+        result = load.finish_wrk(wrk, seconds + 3)
+    finally:
+        for proc in (spy, wrk):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if not speedscope.exists():
+        raise RuntimeError(f"py-spy wrote no profile:\n{spy_output.decode(errors='replace')}")
+    profile = profiling.load_speedscope(speedscope)
+    folded = RESULTS / f"{stamp}-profile.folded"
+    profiling.write_folded(profile, folded)
+    print(
+        f"\nunder py-spy (not comparable to the table): {result.rps:,.0f} req/s, "
+        f"p99 {result.p99_ms:.2f} ms, {result.errors} errors"
+    )
+    summary = print_profile(profile)
+    summary |= {"speedscope": str(speedscope), "folded": str(folded), "rps": result.rps}
+    print(f"\nspeedscope: {speedscope}\nfolded stacks: {folded}")
+    return summary
+
+
+def print_profile(profile: profiling.Profile, top: int = 25) -> dict[str, Any]:
+    n = profile.seconds or 1.0
+    print("\nsampled seconds per thread (idle excluded, as far as py-spy can tell):")
+    for thread, seconds in profile.threads.items():
+        print(f"{seconds:7.2f}  {thread}")
+    print(f"\ntop {top} functions by own time, event-loop thread ({profile.seconds:.2f} s):")
+    print(f"{'own %':>6} {'total %':>7}  function (file)")
+    own_rows = []
+    for (name, file), count in profile.own.most_common(top):
+        total = profile.total[name, file]
+        where = profiling.short_file(file)
+        print(f"{100 * count / n:6.1f} {100 * total / n:7.1f}  {name} ({where})")
+        own_rows.append({"function": name, "file": file, "own": count, "total": total})
+    print("\nown time by area:")
+    areas = profiling.areas_of(profile)
+    for area, count in areas.most_common():
+        print(f"{100 * count / n:6.1f}  {area}")
+    print("\ninclusive time of Portier's functions:")
+    portier = [
+        (key, count)
+        for key, count in profile.total.most_common()
+        if profiling.area_of(key[1]).startswith("portier")
+    ]
+    for (name, file), count in portier[:15]:
+        print(f"{100 * count / n:6.1f}  {name} ({profiling.short_file(file)})")
+    return {
+        "seconds": profile.seconds,
+        "threads": profile.threads,
+        "top_own": own_rows,
+        "areas": dict(areas),
+    }
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "-"
+    text = (done.stdout + done.stderr).strip().splitlines()
+    return text[0] if text else "-"
+
+
+def meta(args: argparse.Namespace, stack: Stack, redis_url: str | None) -> dict[str, Any]:
+    cpu = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    commit = tool_version(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+    return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "commit": commit,
+        "python": platform.python_version(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "wrk": tool_version(["wrk", "-v"]),
+        "upstream": stack.upstream.kind,
+        "redis": redis_url,
+        "duration_s": args.duration,
+        "reps": args.reps,
+        "warmup_s": args.warmup,
+        "smoke": args.smoke,
+        "pinning": "gateway+reference core 0; wrk+upstream core 1",
+    }
+
+
+def selected(args: argparse.Namespace) -> list[Scenario]:
+    return [s for s in SCENARIOS if not args.only or s.name in args.only]
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the with-blocks, which stop every child
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Even when started with SIGINT ignored (a background job), Ctrl-C/SIGINT must clean up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    tools.ensure_apt_tools()
+    tools.ensure_bench_extra()
+    scenarios = selected(args)
+    redis_url = REDIS_URL if redis_reachable(REDIS_URL) else None
+    print(f"bench: redis {redis_url or 'not reachable: in-process cache, no INCR in reference'}")
+    key_prefix = f"portier-bench-{secrets.token_hex(4)}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="portier-bench-") as tmp,
+            Children(Path(tmp)) as children,
+        ):
+            if args.profile:
+                scenarios = [s for s in SCENARIOS if s.name == PROFILE_SCENARIO]
+            stack = start_stack(children, Path(tmp), scenarios, redis_url, key_prefix)
+            if args.profile:
+                summary = run_profile(stack, args, stamp)
+                profile_meta = {**meta(args, stack, redis_url), "profile": summary}
+                write_json(RESULTS / f"{stamp}-profile.json", profile_meta, [])
+                return 0
+            rows = run_matrix(stack, scenarios, args)
+            run_meta = meta(args, stack, redis_url)
+    finally:
+        if redis_url:
+            drop_redis_keys(redis_url, key_prefix)
+    print(f"\n{args.reps} rep(s) x {args.duration:.0f} s, medians; CPU = serving process(es)")
+    print(format_table(rows))
+    print("\nratios (medians):")
+    print(format_ratios(ratios(rows)))
+    out = RESULTS / f"{stamp}{'-smoke' if args.smoke else ''}.json"
+    write_json(out, run_meta, rows)
+    print(f"\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\nbench: interrupted; every server it started has been stopped", file=sys.stderr)
+        sys.exit(130)

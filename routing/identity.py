@@ -1,0 +1,121 @@
+"""Stage 2, authenticate: who is calling, from a Bearer JWT or an API key, without database I/O.
+
+Credentials: `Authorization: Bearer <jwt>`, `Authorization: ApiKey <key>` or `X-API-Key: <key>`.
+A request without credentials goes on anonymously (the authorize stage decides whether that is
+enough); credentials that are present must be valid, on every route.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from accounts.services import api_key_lookup, api_key_touch
+from routing.context import GatewayError, RequestContext
+from routing.tokens import TokenExpired, TokenInvalid, verifier
+
+__all__ = ["Identity", "authenticate"]
+
+logger = logging.getLogger("portier.identity")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The authenticated caller, as the gateway vouches for it to upstreams."""
+
+    subject: str
+    email: str
+    roles: frozenset[str]
+    primary_role: str  # X-User-Role: the token's own single role, or its first one
+    method: str  # "jwt" or "api_key"
+    key_prefix: str = ""
+
+
+def _unauthorized(code: str, message: str, scheme: str = "Bearer") -> GatewayError:
+    challenge = f'{scheme} realm="portier"'
+    if code != "missing_credentials":
+        challenge += f', error="{"invalid_token" if scheme == "Bearer" else code}"'
+    return GatewayError(401, code, message, [(b"www-authenticate", challenge.encode())])
+
+
+async def authenticate(ctx: RequestContext) -> None:
+    authorization = ctx.header(b"authorization")
+    api_key = ctx.header(b"x-api-key")
+    if authorization is not None:
+        scheme, _, credential = authorization.decode("latin-1").strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            ctx.identity = await _from_jwt(credential.strip())
+            return
+        if scheme == "apikey":
+            ctx.identity = await _from_api_key(credential.strip())
+            return
+        if api_key is None:
+            # Another scheme (Basic, ...) is the upstream's business: not gateway credentials.
+            return
+    if api_key is not None:
+        ctx.identity = await _from_api_key(api_key.decode("latin-1").strip())
+
+
+async def _from_jwt(raw: str) -> Identity:
+    try:
+        claims = await verifier.verify(raw)
+    except TokenExpired:
+        raise _unauthorized("token_expired", "The token has expired.") from None
+    except TokenInvalid as exc:
+        logger.info("invalid token refused: %s", exc)  # the reason stays in the log
+        raise _unauthorized("invalid_token", "The token is not valid.") from None
+    subject = claims.get(settings.PORTIER_JWT_USER_ID_CLAIM)
+    email = claims.get(settings.PORTIER_JWT_EMAIL_CLAIM) or ""
+    roles = _roles(claims.get(settings.PORTIER_JWT_ROLES_CLAIM))
+    # These values become upstream headers: refuse what could not be sent as one.
+    if (
+        subject is None
+        or isinstance(subject, (dict, list, bool))
+        or not isinstance(email, str)
+        or not all(_header_safe(v) for v in (str(subject), email, *roles))
+    ):
+        logger.info("token with unusable identity claims refused")
+        raise _unauthorized("invalid_token", "The token is not valid.")
+    return Identity(
+        subject=str(subject),
+        email=email,
+        roles=frozenset(roles),
+        primary_role=roles[0] if roles else "",
+        method="jwt",
+    )
+
+
+def _roles(value: object) -> list[str]:
+    """Roles from a claim that may be a list (ours) or a single string (the seed's `role`)."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v]
+    return []
+
+
+def _header_safe(value: str) -> bool:
+    return value.isprintable() and len(value) <= 256
+
+
+async def _from_api_key(key: str) -> Identity:
+    record = await api_key_lookup(key)
+    if (
+        record is None
+        or record.revoked
+        or (record.expires_at is not None and record.expires_at <= time.time())
+    ):
+        raise _unauthorized("invalid_api_key", "The API key is not valid.", scheme="ApiKey")
+    await api_key_touch(record.prefix)
+    return Identity(
+        subject=str(record.owner_id),
+        email=record.email,
+        roles=frozenset(record.roles),
+        primary_role=record.roles[0] if record.roles else "",
+        method="api_key",
+        key_prefix=record.prefix,
+    )
