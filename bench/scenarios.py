@@ -49,10 +49,10 @@ ROUTES: tuple[BenchRoute, ...] = (
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("small-c50", "bench-small", 50, reference=True),
-    Scenario("small-c200", "bench-small", 200),
+    Scenario("small-c200", "bench-small", 200, reference=True),
     Scenario("16k-c50", "bench-16k", 50),
     Scenario("1m-c50", "bench-1m", 50),
-    Scenario("jwt-c50", "bench-jwt", 50, token="user", pending="JWT stage not built yet"),
+    Scenario("jwt-c50", "bench-jwt", 50, token="user"),
     Scenario(
         "jwt-rl-c50", "bench-jwt-rl", 50, token="user", pending="JWT + rate limit not built yet"
     ),

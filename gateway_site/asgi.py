@@ -7,6 +7,7 @@ request; shutdown closes the upstream connection pool.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from typing import Any
 
@@ -43,6 +44,10 @@ async def _lifespan(receive: Any, send: Any) -> None:
             except Exception as exc:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
+            # Django's startup heap never dies: keep it out of every future full collection,
+            # whose pauses otherwise set the proxy's tail latency (docs/design.md, bench).
+            gc.collect()
+            gc.freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_clients()
