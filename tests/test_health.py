@@ -21,14 +21,18 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(scope="module")
 def django_entry(django_db_setup: Any, django_db_blocker: Any) -> Iterator[ServerThread]:
     """Django's own ASGI handler alone, served by uvicorn: every path reaches routing.views.
-    The gateway's lifespan still runs, so the upstream pool is closed at shutdown."""
-    from gateway_site.asgi import _lifespan, django_app
+    Its lifespan only closes this server's upstream pool: the process's config refresher is
+    shared with the gateway fixture and must keep running."""
+    from gateway_site.asgi import django_app
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
-        else:
+        if scope["type"] != "lifespan":
             await django_app(scope, receive, send)
+            return
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await close_clients()
+        await send({"type": "lifespan.shutdown.complete"})
 
     with django_db_blocker.unblock():
         server = ServerThread(app, lifespan="on").start()
