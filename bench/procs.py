@@ -28,6 +28,7 @@ __all__ = [
     "free_port",
     "peak_rss_mib",
     "reset_peak_rss",
+    "rss_mib",
     "wait_http_ok",
     "worker_pids",
 ]
@@ -186,6 +187,11 @@ def reset_peak_rss(pids: list[int]) -> bool:
 def peak_rss_mib(pids: list[int]) -> float:
     """The largest VmHWM (peak resident set) among the processes, in MiB."""
     return max((_status_kib(pid, "VmHWM") for pid in pids), default=0) / 1024
+
+
+def rss_mib(pid: int) -> float:
+    """Current resident set (VmRSS) in MiB: unlike VmHWM it can go down, so a trend shows."""
+    return _status_kib(pid, "VmRSS") / 1024
 
 
 def wait_http_ok(

@@ -123,11 +123,15 @@ def format_ratios(table: dict[str, dict[str, float | None]]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, meta: dict[str, Any], rows: list[Row]) -> None:
+def write_json(
+    path: Path, meta: dict[str, Any], rows: list[Row], extra: dict[str, Any] | None = None
+) -> None:
+    """`extra`: top-level sections of modes that have no table rows (--soak, --stream-memory)."""
     data = {
         "meta": meta,
         "rows": [{**asdict(row), "median": row.medians()} for row in rows],
         "ratios": ratios(rows),
+        **(extra or {}),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")

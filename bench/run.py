@@ -1,6 +1,7 @@
 """Portier's load benchmark: the gateway vs the direct upstream vs a minimal reference proxy.
 
     .venv/bin/python bench/run.py [--smoke] [--profile] [--duration S] [--reps N] [--only NAME...]
+    .venv/bin/python bench/run.py --soak SECONDS | --stream-memory
 
 Starts an upstream (NGINX, core 1), the gateway as production runs it (gunicorn, one
 PortierWorker, core 0) and the reference proxy (core 0), then loads each with wrk (core 1).
@@ -32,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `bench` and the project i
 import jwt
 import redis
 
-from bench import load, profiling, tools
+from bench import load, memory, profiling, tools
 from bench.gateway import Gateway, start_gateway
 from bench.procs import (
     Child,
@@ -86,8 +87,18 @@ class Stack:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="1 rep of ~1 s per scenario")
-    parser.add_argument(
-        "--profile", action="store_true", help="py-spy the gateway on small-c50 instead"
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--profile", action="store_true", help="py-spy the gateway on small-c50")
+    mode.add_argument(
+        "--soak",
+        type=float,
+        metavar="SECONDS",
+        help="gateway RSS trend: small route, 50 conns, SECONDS after a 30 s warm-up",
+    )
+    mode.add_argument(
+        "--stream-memory",
+        action="store_true",
+        help="gateway RSS per connection on the streamed 1 MiB route (10 vs 100 conns)",
     )
     parser.add_argument("--duration", type=float, help="seconds per run (default 10; profile 15)")
     parser.add_argument("--reps", type=int, help="repetitions per scenario (default 3)")
@@ -98,7 +109,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     smoke = args.smoke
     args.duration = args.duration or (1.0 if smoke else 15.0 if args.profile else 10.0)
     args.reps = args.reps or (1 if smoke else 3)
-    args.warmup = args.warmup if args.warmup is not None else (0.0 if smoke else 2.0)
+    if args.warmup is None:
+        args.warmup = 0.0 if smoke else 30.0 if args.soak else 2.0
     return args
 
 
@@ -316,6 +328,34 @@ def run_profile(stack: Stack, args: argparse.Namespace, stamp: str) -> dict[str,
     return summary
 
 
+def run_memory(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """--soak or --stream-memory on the gateway worker (fresh: nothing else has loaded it yet)."""
+    worker = stack.gateway.workers[0]
+    if args.soak:
+        target = served(stack, route_scenario("bench-small"), "gateway")
+        summary = memory.soak(target.url, worker, args.soak, args.warmup, stack.lua)
+        print("\n" + memory.format_soak(summary))
+        return {"soak": summary}
+    results: dict[str, Any] = {}
+    for variant in ("gateway", "reference"):
+        if variant == "reference" and stack.reference is None:
+            continue
+        target = served(stack, route_scenario("bench-1m"), variant)
+        pid = target.pids()[0]
+        print(f"stream memory: {variant} (pid {pid})")
+        results[variant] = memory.stream_memory(
+            target.url, pid, args.duration, args.warmup, stack.lua, target.headers
+        )
+    for variant, summary in results.items():
+        print("\n" + memory.format_stream_memory(variant, summary))
+    return {"stream_memory": results}
+
+
+def route_scenario(route: str) -> Scenario:
+    """The first scenario on a route, checked with one request so a 404 is never measured."""
+    return next(s for s in SCENARIOS if s.route == route)
+
+
 def print_profile(profile: profiling.Profile, top: int = 25) -> dict[str, Any]:
     n = profile.seconds or 1.0
     print("\nsampled seconds per thread (idle excluded, as far as py-spy can tell):")
@@ -410,11 +450,25 @@ def main(argv: list[str] | None = None) -> int:
         ):
             if args.profile:
                 scenarios = [s for s in SCENARIOS if s.name == PROFILE_SCENARIO]
+            if args.soak:
+                scenarios = []  # the gateway alone: no reference proxy idling on its core
+            if args.stream_memory:
+                scenarios = [route_scenario("bench-small")]  # starts the reference to compare
             stack = start_stack(children, Path(tmp), scenarios, redis_url, key_prefix)
             if args.profile:
                 summary = run_profile(stack, args, stamp)
                 profile_meta = {**meta(args, stack, redis_url), "profile": summary}
                 write_json(RESULTS / f"{stamp}-profile.json", profile_meta, [])
+                return 0
+            if args.soak or args.stream_memory:
+                kind = "soak" if args.soak else "stream-memory"
+                scenario = route_scenario("bench-small" if args.soak else "bench-1m")
+                for variant in ("gateway", "reference") if args.stream_memory else ("gateway",):
+                    preflight(stack, scenario, variant)
+                results = run_memory(stack, args)
+                out = RESULTS / f"{stamp}-{kind}.json"
+                write_json(out, meta(args, stack, redis_url), [], extra=results)
+                print(f"\nresults: {out}")
                 return 0
             rows = run_matrix(stack, scenarios, args)
             run_meta = meta(args, stack, redis_url)

@@ -18,6 +18,7 @@ django_app = get_asgi_application()
 
 from routing.asgi_entry import proxy_app  # noqa: E402  (after Django is set up)
 from routing.forward import close_clients  # noqa: E402
+from routing.limits import close_limit_clients  # noqa: E402
 from routing.paths import is_reserved_path  # noqa: E402
 from routing.snapshot import holder  # noqa: E402
 
@@ -51,6 +52,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await close_clients()
+            await close_limit_clients()
             holder.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
 
-from routing.models import RateLimitTier, RolePolicy, Route, Service, Target
+from routing.models import RateLimitTier, RolePolicy, Route, RouteTierOverride, Service, Target
 
 # Upstreams are mostly plain http inside a network; Django 6 would assume https otherwise.
 URL_AS_HTTP = {models.URLField: {"assume_scheme": "http"}}
@@ -47,7 +47,15 @@ class ServiceAdmin(admin.ModelAdmin):
         (None, {"fields": ("name", "description", "enabled")}),
         (
             "Upstream behaviour",
-            {"fields": ("connect_timeout", "read_timeout", "write_timeout", "retries")},
+            {
+                "fields": (
+                    "connect_timeout",
+                    "read_timeout",
+                    "write_timeout",
+                    "retries",
+                    "max_in_flight",
+                )
+            },
         ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
@@ -80,6 +88,14 @@ class TargetAdmin(admin.ModelAdmin):
     list_select_related = ("service",)
 
 
+class RouteTierOverrideInline(admin.TabularInline):
+    model = RouteTierOverride
+    extra = 0
+    autocomplete_fields = ("role",)
+    verbose_name = "rate-limit tier for a role"
+    verbose_name_plural = "rate-limit tiers by role (a caller with several gets the most generous)"
+
+
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
     list_display = (
@@ -99,6 +115,7 @@ class RouteAdmin(admin.ModelAdmin):
     list_editable = ("enabled",)
     readonly_fields = ("created_at", "updated_at")
     autocomplete_fields = ("service",)
+    inlines = (RouteTierOverrideInline,)
     fieldsets = (
         (None, {"fields": ("name", "service", "enabled", "priority")}),
         ("Match", {"fields": ("match_type", "path", "methods", "hosts", "header_matches")}),

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from routing import pipeline
+from routing.client_ip import resolve_client_ip
 from routing.context import GatewayResponse, RequestContext
 from routing.record import record
 from routing.snapshot import holder
@@ -49,13 +50,17 @@ def context_from_scope(scope: Scope, receive: Any) -> RequestContext:
                 return
 
     client = scope.get("client")
+    peer = client[0] if client else ""
     ctx = RequestContext(
         method=scope["method"],
         scheme=scope.get("scheme", "http"),
         raw_path=scope.get("raw_path") or scope["path"].encode("utf-8"),
         query_string=scope.get("query_string", b""),
         headers=headers,
-        client_ip=client[0] if client else "",
+        client_ip=resolve_client_ip(
+            peer, [value for name, value in headers if name == b"x-forwarded-for"]
+        ),
+        peer_ip=peer,
         receive_body=receive_body,
         has_body=has_body,
         snapshot=holder.current,

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from routing.identity import Identity
     from routing.snapshot import RouteSpec, Snapshot
 
-__all__ = ["GatewayError", "GatewayResponse", "RequestContext"]
+__all__ = ["GatewayError", "GatewayResponse", "Headers", "RequestContext"]
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -50,7 +50,7 @@ class RequestContext:
     raw_path: bytes
     query_string: bytes
     headers: Headers  # lower-case names, as received
-    client_ip: str
+    client_ip: str  # the client, through trusted proxies (routing.client_ip)
     receive_body: Callable[[], AsyncIterator[bytes]] | None
     has_body: bool
     snapshot: Snapshot
@@ -60,6 +60,8 @@ class RequestContext:
     route: RouteSpec | None = None
     route_match: object | None = None
     identity: Identity | None = None
+    peer_ip: str = ""  # the socket peer, appended to X-Forwarded-For
+    response_headers: Headers = field(default_factory=list)  # added to every answer
     upstream_path: str = ""
     upstream_headers: Headers = field(default_factory=list)
     target_url: str = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from routing.context import GatewayError, GatewayResponse
+from routing.context import GatewayError, GatewayResponse, Headers
 
 __all__ = ["error_body", "error_response"]
 
@@ -16,7 +16,9 @@ def error_body(code: str, message: str, request_id: str) -> bytes:
     ).encode()
 
 
-def error_response(exc: GatewayError, request_id: str) -> GatewayResponse:
+def error_response(
+    exc: GatewayError, request_id: str, extra_headers: Headers = ()
+) -> GatewayResponse:
     body = error_body(exc.code, exc.message, request_id)
     headers = [
         (b"content-type", b"application/json"),
@@ -24,5 +26,6 @@ def error_response(exc: GatewayError, request_id: str) -> GatewayResponse:
         (b"cache-control", b"no-store"),
         (b"x-request-id", request_id.encode()),
         *exc.headers,
+        *(header for header in extra_headers if header not in exc.headers),
     ]
     return GatewayResponse(exc.status, headers, body=body, error_code=exc.code)

@@ -13,7 +13,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from math import gcd
 
 import httpx
@@ -30,6 +31,7 @@ logger = logging.getLogger("portier.forward")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 _clients: dict[asyncio.AbstractEventLoop, AiohttpTransport] = {}
+_in_flight: Counter[str] = Counter()
 _schedules: dict[tuple[str, tuple[TargetSpec, ...]], tuple[list[int], itertools.count[int]]] = {}
 
 
@@ -94,6 +96,61 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
     service = route.service
     if not service.targets:
         raise GatewayError(503, "upstream_unavailable", "The service has no enabled target.")
+    release = _admit(service)
+    try:
+        response = await _send(ctx, service)
+    except BaseException:
+        release()
+        raise
+    headers = [(name.lower(), value) for name, value in response.headers.raw]
+    # httpx keeps the upstream's header-name case (NGINX sends "Connection"): compare lowered.
+    headers = drop_hop_by_hop(headers, frozenset({b"x-request-id"}))
+    headers.append((b"x-request-id", ctx.request_id.encode()))
+    headers.extend(ctx.response_headers)
+
+    async def close() -> None:
+        try:
+            await response.aclose()
+        finally:
+            release()
+
+    return GatewayResponse(response.status_code, headers, stream=_relay(response, ctx), close=close)
+
+
+def _admit(service: ServiceSpec) -> Callable[[], None]:
+    """Count the request in the service's in-flight cap, or shed it with 503 overloaded.
+
+    Per process, on purpose: in-flight requests are this process's own connections and memory,
+    the count needs no I/O, and a crashed process cannot leak counts into a shared store. The
+    cap for the whole fleet is max_in_flight times the number of processes.
+    """
+    cap = service.max_in_flight
+    if not cap:
+        return _nothing
+    if _in_flight[service.name] >= cap:
+        raise GatewayError(
+            503,
+            "overloaded",
+            "The service is at capacity; try again shortly.",
+            [(b"retry-after", b"1")],
+        )
+    _in_flight[service.name] += 1
+    released = False
+
+    def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            _in_flight[service.name] -= 1
+
+    return release
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
     # A body can be streamed only once, so only bodyless idempotent requests are retried.
     retryable = ctx.method in IDEMPOTENT and not ctx.has_body
     attempts = 1 + (service.retries if retryable else 0)
@@ -111,7 +168,8 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
         )
         try:
             response = await client.handle_async_request(request)
-            break
+            ctx.upstream_seconds = time.perf_counter() - started
+            return response
         except httpx.ConnectError as exc:
             logger.warning("upstream %s refused %s: %s", target.url, ctx.request_id, exc)
             if attempt + 1 < attempts:
@@ -126,14 +184,7 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
         except httpx.TransportError as exc:
             logger.warning("upstream %s failed %s: %r", target.url, ctx.request_id, exc)
             raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None
-    ctx.upstream_seconds = time.perf_counter() - started
-    # httpx keeps the upstream's header-name case (NGINX sends "Connection"): compare lowered.
-    raw_headers = [(name.lower(), value) for name, value in response.headers.raw]
-    headers = drop_hop_by_hop(raw_headers, frozenset({b"x-request-id"}))
-    headers.append((b"x-request-id", ctx.request_id.encode()))
-    return GatewayResponse(
-        response.status_code, headers, stream=_relay(response, ctx), close=response.aclose
-    )
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _raw_path(ctx: RequestContext, target: TargetSpec) -> bytes:

@@ -46,6 +46,11 @@ class Service(models.Model):
         validators=[MinValueValidator(0.01)],
         help_text="Seconds to wait while sending each chunk of the request.",
     )
+    max_in_flight = models.PositiveIntegerField(
+        default=0,
+        help_text="Requests this service may have in flight per gateway process; past it, "
+        "503 overloaded. 0 = no cap.",
+    )
     retries = models.PositiveSmallIntegerField(
         default=1,
         validators=[MaxValueValidator(5)],
@@ -296,6 +301,22 @@ class Route(models.Model):
         if self.rewrite and not self.rewrite.startswith("/"):
             return {"rewrite": "A rewrite path starts with /."}
         return {}
+
+
+class RouteTierOverride(models.Model):
+    """Another rate-limit tier on a route for callers holding a role (e.g. premium)."""
+
+    route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="tier_overrides")
+    role = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="tier_overrides")
+    tier = models.ForeignKey(RateLimitTier, on_delete=models.PROTECT, related_name="overrides")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["route", "role"], name="tier_override_unique_role")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} -> {self.tier}"
 
 
 class ConfigVersion(models.Model):

@@ -17,6 +17,7 @@ from routing.context import GatewayError, GatewayResponse, RequestContext
 from routing.errors import error_response
 from routing.forward import forward
 from routing.identity import authenticate
+from routing.limits import limit
 from routing.matching import match
 from routing.transform import check_framing, transform
 
@@ -25,7 +26,7 @@ __all__ = ["STAGES", "request_id_from", "run"]
 logger = logging.getLogger("portier.pipeline")
 
 Stage = Callable[[RequestContext], Awaitable[None]]
-STAGES: tuple[Stage, ...] = (check_framing, match, authenticate, authorize, transform)
+STAGES: tuple[Stage, ...] = (check_framing, match, authenticate, authorize, limit, transform)
 
 _SANE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:\-]{1,128}")
 
@@ -43,12 +44,13 @@ async def run(ctx: RequestContext) -> GatewayResponse:
             await stage(ctx)
         response = await forward(ctx)
     except GatewayError as exc:
-        response = error_response(exc, ctx.request_id)
+        response = error_response(exc, ctx.request_id, ctx.response_headers)
     except Exception:
         logger.exception("pipeline failed for request %s", ctx.request_id)
         response = error_response(
             GatewayError(500, "internal_error", "The gateway failed to handle the request."),
             ctx.request_id,
+            ctx.response_headers,
         )
     ctx.status = response.status
     return response

@@ -30,9 +30,16 @@ def publish_on_commit(sender: Any = None, using: str | None = None, **kwargs: An
 
 
 def connect() -> None:
-    from routing.models import RateLimitTier, RolePolicy, Route, Service, Target
+    from routing.models import (
+        RateLimitTier,
+        RolePolicy,
+        Route,
+        RouteTierOverride,
+        Service,
+        Target,
+    )
 
-    for model in (Service, Target, Route, RolePolicy, RateLimitTier):
+    for model in (Service, Target, Route, RolePolicy, RateLimitTier, RouteTierOverride):
         name = model.__name__
         post_save.connect(publish_on_commit, sender=model, dispatch_uid=f"publish-save-{name}")
         post_delete.connect(publish_on_commit, sender=model, dispatch_uid=f"publish-del-{name}")

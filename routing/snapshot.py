@@ -62,6 +62,7 @@ class ServiceSpec:
     retries: int
     targets: tuple[TargetSpec, ...]
     timeout: dict[str, float] = field(hash=False, compare=False, default_factory=dict)
+    max_in_flight: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,15 @@ class TierSpec:
     key: str
     header_name: str
     per_method: bool
+    limit: int = 0  # requests per period, parsed from rate when compiled
+    period: int = 0  # seconds
+
+    @classmethod
+    def compile(cls, data: dict[str, Any]) -> TierSpec:
+        from django_ratelimit.core import _split_rate  # django-ratelimit's own rate grammar
+
+        limit, period = _split_rate(data["rate"])
+        return cls(**data, limit=limit, period=period)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +108,7 @@ class RouteSpec:
     forward_authorization: bool
     policy: PolicySpec | None
     tier: TierSpec | None
+    tier_overrides: tuple[tuple[str, TierSpec], ...] = ()  # (role, tier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +136,7 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
             "read_timeout": s.read_timeout,
             "write_timeout": s.write_timeout,
             "retries": s.retries,
+            "max_in_flight": s.max_in_flight,
             "targets": [{"url": t.url, "weight": t.weight} for t in s.targets.all() if t.enabled],
         }
         for s in Service.objects.filter(enabled=True).prefetch_related("targets")
@@ -133,7 +145,7 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
     enabled_routes = (
         Route.objects.filter(enabled=True, service__enabled=True)
         .select_related("role_policy", "rate_limit_tier")
-        .prefetch_related("role_policy__roles")
+        .prefetch_related("role_policy__roles", "tier_overrides__role", "tier_overrides__tier")
     )
     for r in enabled_routes:
         policy = r.role_policy
@@ -159,14 +171,11 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
                     "kind": policy.kind,
                     "roles": sorted(g.name for g in policy.roles.all()),
                 },
-                "tier": tier
-                and {
-                    "name": tier.name,
-                    "rate": tier.rate,
-                    "key": tier.key,
-                    "header_name": tier.header_name,
-                    "per_method": tier.per_method,
-                },
+                "tier": tier and _tier_data(tier),
+                "tier_overrides": [
+                    {"role": o.role.name, "tier": _tier_data(o.tier)}
+                    for o in r.tier_overrides.all()
+                ],
             }
         )
     return {
@@ -175,6 +184,16 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
         "built_at": time.time(),
         "services": list(services.values()),
         "routes": routes,
+    }
+
+
+def _tier_data(tier: Any) -> dict[str, Any]:
+    return {
+        "name": tier.name,
+        "rate": tier.rate,
+        "key": tier.key,
+        "header_name": tier.header_name,
+        "per_method": tier.per_method,
     }
 
 
@@ -192,6 +211,7 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
             read_timeout=float(s["read_timeout"]),
             write_timeout=float(s["write_timeout"]),
             retries=int(s["retries"]),
+            max_in_flight=int(s.get("max_in_flight", 0)),
             targets=tuple(_compile_target(t) for t in s["targets"]),
             timeout={
                 "connect": float(s["connect_timeout"]),
@@ -258,7 +278,10 @@ def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> Route
         policy=PolicySpec(policy["name"], policy["kind"], tuple(policy["roles"]))
         if policy
         else None,
-        tier=TierSpec(**tier) if tier else None,
+        tier=TierSpec.compile(tier) if tier else None,
+        tier_overrides=tuple(
+            (o["role"], TierSpec.compile(o["tier"])) for o in r.get("tier_overrides", ())
+        ),
     )
 
 

@@ -83,7 +83,7 @@ async def transform(ctx: RequestContext) -> None:
     ]
     forwarded_for = [value for name, value in headers if name == b"x-forwarded-for"]
     headers = [(name, value) for name, value in headers if name != b"x-forwarded-for"]
-    chain = b", ".join([*forwarded_for, ctx.client_ip.encode()]) if ctx.client_ip else None
+    chain = b", ".join([*forwarded_for, ctx.peer_ip.encode()]) if ctx.peer_ip else None
     if chain:
         headers.append((b"x-forwarded-for", chain))
     headers.append((b"x-forwarded-proto", ctx.scheme.encode()))

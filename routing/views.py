@@ -15,6 +15,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.views.decorators.csrf import csrf_exempt
 
 from routing import pipeline
+from routing.client_ip import resolve_client_ip
 from routing.context import GatewayResponse, RequestContext
 from routing.errors import error_body
 from routing.forward import close_clients
@@ -70,7 +71,11 @@ def _context_from_request(request: HttpRequest) -> RequestContext:
         raw_path=raw_path,
         query_string=request.META.get("QUERY_STRING", "").encode("latin-1"),
         headers=headers,
-        client_ip=request.META.get("REMOTE_ADDR", ""),
+        client_ip=resolve_client_ip(
+            request.META.get("REMOTE_ADDR", ""),
+            [value for name, value in headers if name == b"x-forwarded-for"],
+        ),
+        peer_ip=request.META.get("REMOTE_ADDR", ""),
         receive_body=receive_body,
         has_body=bool(body),
         snapshot=holder.current,
@@ -145,6 +150,7 @@ def health(request: HttpRequest) -> JsonResponse:
             "status": "degraded" if degraded else "ok",
             "config": {
                 "version": snapshot.version,
+                "token": snapshot.token,
                 "age_seconds": round(time.time() - snapshot.built_at, 3)
                 if snapshot.built_at
                 else None,

@@ -34,6 +34,7 @@ def service_form(service: Service, **overrides: Any) -> dict[str, Any]:
         "read_timeout": service.read_timeout,
         "write_timeout": service.write_timeout,
         "retries": service.retries,
+        "max_in_flight": service.max_in_flight,
         "targets-TOTAL_FORMS": len(targets),
         "targets-INITIAL_FORMS": len(targets),
         "targets-MIN_NUM_FORMS": 0,
@@ -65,6 +66,12 @@ def route_form(**fields: Any) -> dict[str, Any]:
         "role_policy": "",
         "rate_limit_tier": "",
         "enabled": "on",
+        "forward_authorization": "on",
+        # The tier-overrides inline's management form, empty.
+        "tier_overrides-TOTAL_FORMS": 0,
+        "tier_overrides-INITIAL_FORMS": 0,
+        "tier_overrides-MIN_NUM_FORMS": 0,
+        "tier_overrides-MAX_NUM_FORMS": 1000,
         **fields,
     }
     return {key: value for key, value in data.items() if value is not False}

@@ -1,0 +1,47 @@
+"""The client's address: the socket peer, or X-Forwarded-For only through trusted proxies.
+
+Without trusted proxies (PORTIER_TRUSTED_PROXIES empty) the header is ignored, so a client
+cannot pick its own address to escape an IP rate limit. With them, the chain is read from the
+right, skipping trusted hops; the first untrusted address is the client.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+from django.conf import settings
+
+__all__ = ["resolve_client_ip"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=8)
+def _networks(spec: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(item, strict=False) for item in spec)
+
+
+def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def resolve_client_ip(peer: str, forwarded_for: list[bytes]) -> str:
+    networks = _networks(tuple(settings.PORTIER_TRUSTED_PROXIES))
+    if not networks or not _trusted(peer, networks):
+        return peer
+    client = peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.decode("latin-1").split(",")]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # a malformed hop ends what can be believed
+        client = hop
+        if not _trusted(hop, networks):
+            break
+    return client
