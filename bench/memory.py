@@ -35,7 +35,7 @@ SOAK_CONNECTIONS = 50
 SOAK_CHUNK_S = 30  # one wrk run; samples are taken between its start and end
 SOAK_SAMPLE_EVERY_S = 10.0
 # "No growth": allocator noise and lazily built caches move RSS by a few MiB at most; a leak of
-# even 100 bytes per request at ~300 req/s is ~1.7 MiB/min, well over the slope limit.
+# even 100 bytes per request at ~2,000 req/s is ~11 MiB/min, far over the slope limit.
 GROWTH_LIMIT_MIB = 5.0
 SLOPE_LIMIT_MIB_PER_MIN = 0.5
 
@@ -59,7 +59,7 @@ def _worker_rss(pid: int) -> float:
     except OSError:
         mib = 0.0
     if mib <= 0:  # gone or a zombie: a restarted worker would reset RSS and fake a clean result
-        raise RuntimeError(f"gateway worker {pid} is gone (crashed or recycled)")
+        raise RuntimeError(f"server process {pid} is gone (crashed or recycled)")
     return mib
 
 
