@@ -51,6 +51,9 @@ def gateway_env(workdir: Path, redis_url: str | None, key_prefix: str, port: int
     )
     if redis_url:
         env["REDIS_URL"] = redis_url
+    # The rate-limit I/O path under test (async or thread): `PORTIER_RATELIMIT_BACKEND=thread`.
+    if os.environ.get("PORTIER_RATELIMIT_BACKEND"):
+        env["PORTIER_RATELIMIT_BACKEND"] = os.environ["PORTIER_RATELIMIT_BACKEND"]
     return env
 
 

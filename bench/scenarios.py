@@ -53,9 +53,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("16k-c50", "bench-16k", 50),
     Scenario("1m-c50", "bench-1m", 50),
     Scenario("jwt-c50", "bench-jwt", 50, token="user"),
-    Scenario(
-        "jwt-rl-c50", "bench-jwt-rl", 50, token="user", pending="JWT + rate limit not built yet"
-    ),
+    Scenario("jwt-rl-c50", "bench-jwt-rl", 50, token="user"),
     Scenario(
         "admin-audit-c50", "bench-audited", 50, token="admin", pending="audit stage not built yet"
     ),
