@@ -123,7 +123,7 @@ class RouteAdmin(admin.ModelAdmin):
             "Forwarding",
             {"fields": ("strip_prefix", "rewrite", "preserve_host", "forward_authorization")},
         ),
-        ("Access", {"fields": ("role_policy", "rate_limit_tier")}),
+        ("Access", {"fields": ("role_policy", "rate_limit_tier", "audit")}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from audit.recording import audit_close
 from routing import pipeline
 from routing.client_ip import resolve_client_ip
 from routing.context import GatewayResponse, RequestContext
@@ -45,6 +46,7 @@ def context_from_scope(scope: Scope, receive: Any) -> RequestContext:
                 raise ClientGone
             chunk = message.get("body", b"")
             if chunk:
+                ctx.bytes_in += len(chunk)
                 yield chunk
             if not message.get("more_body", False):
                 return
@@ -72,11 +74,14 @@ def context_from_scope(scope: Scope, receive: Any) -> RequestContext:
 async def proxy_app(scope: Scope, receive: Any, send: Any) -> None:
     ctx = context_from_scope(scope, receive)
     response = await pipeline.run(ctx)
+    if response.stream is None:  # a fixed answer is known whole: complete its row before sending
+        await audit_close(ctx, response.error_code)
     try:
         await _send(response, ctx, receive, send)
     finally:
         if response.close is not None:
             await response.close()
+        await audit_close(ctx, response.error_code)
         record(ctx, response.error_code)
 
 

@@ -66,7 +66,11 @@ class RequestContext:
     upstream_headers: Headers = field(default_factory=list)
     target_url: str = ""
     status: int = 0
+    upstream_status: int | None = None
+    bytes_in: int = 0
     bytes_out: int = 0
+    audit_id: int | None = None  # the audit row of this request, once written
+    audit_closed: bool = False
     upstream_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 

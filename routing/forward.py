@@ -169,6 +169,7 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
         try:
             response = await client.handle_async_request(request)
             ctx.upstream_seconds = time.perf_counter() - started
+            ctx.upstream_status = response.status_code
             return response
         except httpx.ConnectError as exc:
             logger.warning("upstream %s refused %s: %s", target.url, ctx.request_id, exc)

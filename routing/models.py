@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from simple_history.models import HistoricalRecords
 
 from routing.paths import PathRejected, is_reserved_path, normalize_path
 
@@ -61,6 +62,10 @@ class Service(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    history = HistoricalRecords(
+        app="audit", verbose_name="service change", verbose_name_plural="service changes"
+    )
+
     class Meta:
         ordering = ["name"]
 
@@ -81,6 +86,10 @@ class Target(models.Model):
         default=100, validators=[MinValueValidator(1), MaxValueValidator(1000)]
     )
     enabled = models.BooleanField(default=True)
+
+    history = HistoricalRecords(
+        app="audit", verbose_name="target change", verbose_name_plural="target changes"
+    )
 
     class Meta:
         ordering = ["service__name", "url"]
@@ -116,6 +125,13 @@ class RolePolicy(models.Model):
     roles = models.ManyToManyField(Group, blank=True, related_name="role_policies")
     description = models.CharField(max_length=255, blank=True)
 
+    history = HistoricalRecords(
+        app="audit",
+        verbose_name="role policy change",
+        verbose_name_plural="role policy changes",
+        m2m_fields=["roles"],
+    )
+
     class Meta:
         ordering = ["name"]
         verbose_name_plural = "role policies"
@@ -144,6 +160,12 @@ class RateLimitTier(models.Model):
     )
     per_method = models.BooleanField(default=False, help_text="Count each HTTP method separately.")
     description = models.CharField(max_length=255, blank=True)
+
+    history = HistoricalRecords(
+        app="audit",
+        verbose_name="rate-limit tier change",
+        verbose_name_plural="rate-limit tier changes",
+    )
 
     class Meta:
         ordering = ["name"]
@@ -201,6 +223,10 @@ class Route(models.Model):
     preserve_host = models.BooleanField(
         default=False, help_text="Send the client's Host header upstream instead of the target's."
     )
+    audit = models.BooleanField(
+        default=False,
+        help_text="Write an audit row for every request (admin-only routes are always audited).",
+    )
     forward_authorization = models.BooleanField(
         default=True,
         help_text="Pass the client's Authorization / X-API-Key headers on to the upstream.",
@@ -219,6 +245,10 @@ class Route(models.Model):
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    history = HistoricalRecords(
+        app="audit", verbose_name="route change", verbose_name_plural="route changes"
+    )
 
     class Meta:
         ordering = ["-priority", "path"]
@@ -309,6 +339,12 @@ class RouteTierOverride(models.Model):
     route = models.ForeignKey(Route, on_delete=models.CASCADE, related_name="tier_overrides")
     role = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="tier_overrides")
     tier = models.ForeignKey(RateLimitTier, on_delete=models.PROTECT, related_name="overrides")
+
+    history = HistoricalRecords(
+        app="audit",
+        verbose_name="route tier override change",
+        verbose_name_plural="route tier override changes",
+    )
 
     class Meta:
         constraints = [

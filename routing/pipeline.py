@@ -12,6 +12,7 @@ import os
 import re
 from collections.abc import Awaitable, Callable
 
+from audit.recording import audit_deny, audit_open, is_audited
 from routing.access import authorize
 from routing.context import GatewayError, GatewayResponse, RequestContext
 from routing.errors import error_response
@@ -42,15 +43,21 @@ async def run(ctx: RequestContext) -> GatewayResponse:
     try:
         for stage in STAGES:
             await stage(ctx)
+        if is_audited(ctx):
+            await audit_open(ctx)  # committed before the upstream is called, or 503
         response = await forward(ctx)
     except GatewayError as exc:
-        response = error_response(exc, ctx.request_id, ctx.response_headers)
+        response = await _error(ctx, exc)
     except Exception:
         logger.exception("pipeline failed for request %s", ctx.request_id)
-        response = error_response(
-            GatewayError(500, "internal_error", "The gateway failed to handle the request."),
-            ctx.request_id,
-            ctx.response_headers,
+        response = await _error(
+            ctx, GatewayError(500, "internal_error", "The gateway failed to handle the request.")
         )
     ctx.status = response.status
     return response
+
+
+async def _error(ctx: RequestContext, exc: GatewayError) -> GatewayResponse:
+    if ctx.audit_id is None and is_audited(ctx):
+        exc = await audit_deny(ctx, exc)  # one row for the denial, or 503 if it cannot be written
+    return error_response(exc, ctx.request_id, ctx.response_headers)

@@ -109,6 +109,7 @@ class RouteSpec:
     policy: PolicySpec | None
     tier: TierSpec | None
     tier_overrides: tuple[tuple[str, TierSpec], ...] = ()  # (role, tier)
+    audit: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +166,7 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
                 "rewrite": r.rewrite,
                 "preserve_host": r.preserve_host,
                 "forward_authorization": r.forward_authorization,
+                "audit": r.audit,
                 "policy": policy
                 and {
                     "name": policy.name,
@@ -275,6 +277,7 @@ def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> Route
         rewrite=r["rewrite"],
         preserve_host=bool(r["preserve_host"]),
         forward_authorization=bool(r.get("forward_authorization", True)),
+        audit=bool(r.get("audit", False)),
         policy=PolicySpec(policy["name"], policy["kind"], tuple(policy["roles"]))
         if policy
         else None,

@@ -14,6 +14,7 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from audit.recording import audit_close
 from routing import pipeline
 from routing.client_ip import resolve_client_ip
 from routing.context import GatewayResponse, RequestContext
@@ -32,7 +33,10 @@ async def proxy(request: HttpRequest) -> HttpResponse:
         await sync_to_async(holder.start, thread_sensitive=False)()
     ctx = _context_from_request(request)
     if getattr(request, "scope", None) is not None:
-        return _to_django(await pipeline.run(ctx), ctx)
+        response = await pipeline.run(ctx)
+        if response.stream is None:
+            await audit_close(ctx, response.error_code)
+        return _to_django(response, ctx)
     # Under WSGI (runserver, the sync test client) every request gets an event loop of its own
     # that dies with it: read the whole answer in this loop, then close this loop's client.
     try:
@@ -42,6 +46,7 @@ async def proxy(request: HttpRequest) -> HttpResponse:
             response.stream = None
     finally:
         await close_clients()
+    await audit_close(ctx, response.error_code)
     return _to_django(response, ctx)
 
 
@@ -78,6 +83,7 @@ def _context_from_request(request: HttpRequest) -> RequestContext:
         peer_ip=request.META.get("REMOTE_ADDR", ""),
         receive_body=receive_body,
         has_body=bool(body),
+        bytes_in=len(body),
         snapshot=holder.current,
     )
     ctx.request_id = pipeline.request_id_from(ctx.header(b"x-request-id"))
@@ -136,6 +142,7 @@ async def _recording(
             yield chunk
     finally:
         await stream.aclose()  # type: ignore[attr-defined]
+        await audit_close(ctx, error_code)
         record(ctx, error_code)
 
 

@@ -105,6 +105,8 @@ def test_an_authenticated_route_forwards_the_caller_as_identity_headers(
     assert headers["x-user-roles"] == ["admin,doctor"]
 
 
+# Admin-only routes write audit rows from the gateway's own threads: commit the test's data.
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     ("kind", "policy_roles", "caller_roles", "status"),
     [
