@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 from django.utils import timezone
+from simple_history.models import HistoricalRecords
 
 
 class User(AbstractUser):
@@ -36,6 +37,14 @@ class ApiKey(models.Model):
     expires_at = models.DateTimeField(null=True, blank=True, help_text="Empty = never expires.")
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # The hash never enters the history: an auditor sees who changed a key, never its secret.
+    history = HistoricalRecords(
+        app="audit",
+        verbose_name="API key change",
+        verbose_name_plural="API key changes",
+        excluded_fields=["hashed_key"],
+    )
 
     class Meta:
         ordering = ["-created_at"]

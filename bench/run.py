@@ -398,17 +398,25 @@ def tool_version(argv: list[str]) -> str:
     return text[0] if text else "-"
 
 
-def meta(args: argparse.Namespace, stack: Stack, redis_url: str | None) -> dict[str, Any]:
+def git_commit() -> str:
+    return tool_version(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+
+
+def meta(
+    args: argparse.Namespace, stack: Stack, redis_url: str | None, commit: str
+) -> dict[str, Any]:
+    """`commit`: read when the servers started; the tree can change during a long run."""
     cpu = "?"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    commit = tool_version(["git", "-C", str(REPO), "describe", "--always", "--dirty"])
+    end_commit = git_commit()
     return {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": commit,
+        **({"commit_at_end": end_commit} if end_commit != commit else {}),
         "python": platform.python_version(),
         "cpu": cpu,
         "cpus": os.cpu_count(),
@@ -443,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bench: redis {redis_url or 'not reachable: in-process cache, no INCR in reference'}")
     key_prefix = f"portier-bench-{secrets.token_hex(4)}"
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    commit = git_commit()
     try:
         with (
             tempfile.TemporaryDirectory(prefix="portier-bench-") as tmp,
@@ -457,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
             stack = start_stack(children, Path(tmp), scenarios, redis_url, key_prefix)
             if args.profile:
                 summary = run_profile(stack, args, stamp)
-                profile_meta = {**meta(args, stack, redis_url), "profile": summary}
+                profile_meta = {**meta(args, stack, redis_url, commit), "profile": summary}
                 write_json(RESULTS / f"{stamp}-profile.json", profile_meta, [])
                 return 0
             if args.soak or args.stream_memory:
@@ -467,11 +476,11 @@ def main(argv: list[str] | None = None) -> int:
                     preflight(stack, scenario, variant)
                 results = run_memory(stack, args)
                 out = RESULTS / f"{stamp}-{kind}.json"
-                write_json(out, meta(args, stack, redis_url), [], extra=results)
+                write_json(out, meta(args, stack, redis_url, commit), [], extra=results)
                 print(f"\nresults: {out}")
                 return 0
             rows = run_matrix(stack, scenarios, args)
-            run_meta = meta(args, stack, redis_url)
+            run_meta = meta(args, stack, redis_url, commit)
     finally:
         if redis_url:
             drop_redis_keys(redis_url, key_prefix)

@@ -54,9 +54,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("1m-c50", "bench-1m", 50),
     Scenario("jwt-c50", "bench-jwt", 50, token="user"),
     Scenario("jwt-rl-c50", "bench-jwt-rl", 50, token="user"),
-    Scenario(
-        "admin-audit-c50", "bench-audited", 50, token="admin", pending="audit stage not built yet"
-    ),
+    Scenario("admin-audit-c50", "bench-audited", 50, token="admin"),
 )
 
 

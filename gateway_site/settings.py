@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
+    "simple_history",
     "accounts",
     "routing",
     "audit",
@@ -57,6 +58,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Lets configuration history record who made each admin change.
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -159,6 +162,11 @@ PORTIER_ALLOW_ENCODED_SLASHES = env_bool("PORTIER_ALLOW_ENCODED_SLASHES", False)
 # Upstream connection pool per process.
 PORTIER_UPSTREAM_MAX_CONNECTIONS = env_int("PORTIER_UPSTREAM_MAX_CONNECTIONS", 512)
 PORTIER_UPSTREAM_KEEPALIVE = env_int("PORTIER_UPSTREAM_KEEPALIVE", 128)
+
+# `manage.py audit_purge` (run it daily from cron) deletes audit rows older than this many days.
+PORTIER_AUDIT_RETENTION_DAYS = env_int("PORTIER_AUDIT_RETENTION_DAYS", 90)
+if PORTIER_AUDIT_RETENTION_DAYS < 1:
+    raise ImproperlyConfigured("PORTIER_AUDIT_RETENTION_DAYS must be at least 1")
 
 # Header names with "_" are dropped before forwarding, as NGINX does: a framework behind the
 # gateway may fold X_User_Id into X-User-Id. Allow them only if every upstream keeps them apart.

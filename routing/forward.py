@@ -161,7 +161,7 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
         ctx.target_url = target.url
         request = httpx.Request(
             ctx.method,
-            httpx.URL(target.url).copy_with(raw_path=_raw_path(ctx, target)),
+            target.origin.copy_with(raw_path=_raw_path(ctx, target)),
             headers=ctx.upstream_headers,
             content=ctx.receive_body() if ctx.has_body and ctx.receive_body else None,
             extensions={"timeout": service.timeout},

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -50,6 +51,7 @@ class TargetSpec:
     url: str  # scheme://host[:port], no path
     base_path: str  # the target URL's own path, without a trailing slash
     weight: int
+    origin: httpx.URL = field(compare=False, hash=False, default=None)  # url, parsed once
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,10 +248,12 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
 
 def _compile_target(t: dict[str, Any]) -> TargetSpec:
     parts = urlsplit(t["url"])
+    origin = f"{parts.scheme}://{parts.netloc}"
     return TargetSpec(
-        url=f"{parts.scheme}://{parts.netloc}",
+        url=origin,
         base_path=parts.path.rstrip("/"),
         weight=int(t["weight"]),
+        origin=httpx.URL(origin),
     )
 
 
