@@ -17,6 +17,7 @@ from datetime import datetime
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
+from django.db import close_old_connections
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
@@ -117,6 +118,7 @@ def _shared_lookup(prefix: str) -> ApiKeyRecord | None:
     cached = cache.get(CACHE_KEY.format(prefix=prefix))
     if cached is not None:
         return ApiKeyRecord(**cached) if cached else None
+    close_old_connections()  # a worker thread, outside Django's request cycle
     api_key = ApiKey.objects.select_related("owner").filter(prefix=prefix).first()
     if api_key is None:
         cache.set(CACHE_KEY.format(prefix=prefix), {}, NEGATIVE_TTL)
@@ -151,4 +153,5 @@ async def api_key_touch(prefix: str) -> None:
 
 def _touch(prefix: str) -> None:
     # update() fires no signals: recording use must not invalidate the key's cache entry.
+    close_old_connections()
     ApiKey.objects.filter(prefix=prefix).update(last_used_at=timezone.now())

@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from asgiref.sync import sync_to_async
+from django.db import close_old_connections
 
 from audit.models import AuditEntry
 from routing.context import GatewayError, RequestContext
@@ -129,8 +130,12 @@ async def audit_close(ctx: RequestContext, error_code: str | None) -> None:
 
 
 def _insert(fields: dict[str, Any]) -> int:
+    # Worker threads live outside Django's request cycle: apply its connection hygiene here, so
+    # a connection broken by a database restart is replaced instead of failing every request.
+    close_old_connections()
     return AuditEntry.objects.create(**fields).pk
 
 
 def _update(pk: int, fields: dict[str, Any]) -> None:
+    close_old_connections()
     AuditEntry.objects.filter(pk=pk).update(**fields)

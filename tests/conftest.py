@@ -45,6 +45,22 @@ def gateway(django_db_setup: Any, django_db_blocker: Any) -> Iterator[ServerThre
         server = ServerThread(application, lifespan="on").start()
     yield server
     server.stop()
+    with django_db_blocker.unblock():
+        _end_other_database_sessions()
+
+
+def _end_other_database_sessions() -> None:
+    """The gateway's worker threads keep their connections; end them so the test database can
+    be dropped (PostgreSQL refuses to drop a database with sessions)."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(scope="session")
