@@ -3,7 +3,8 @@
 Windows, keys and rates are django-ratelimit's own (its window function, cache-key function and
 rate grammar), so the two I/O paths below count the very same Redis keys:
 
-- async (default): one MULTI of INCR + EXPIRE NX on redis.asyncio, awaited on the event loop;
+- async (default): one Lua script (INCR, and EXPIRE on a window's first hit) on redis.asyncio,
+  awaited on the event loop;
 - thread: django-ratelimit's `get_usage` through django-redis, in a worker thread;
 - without Redis: `get_usage` on the in-process cache, inline (no I/O to wait for).
 
@@ -25,6 +26,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, get_usage
+from redis.commands.core import AsyncScript
 
 from routing.context import GatewayError, RequestContext
 from routing.snapshot import RouteSpec, TierSpec
@@ -44,7 +46,7 @@ class _RedisDown(Exception):
     pass
 
 
-_clients: dict[tuple[asyncio.AbstractEventLoop, str], aioredis.Redis] = {}
+_clients: dict[tuple[asyncio.AbstractEventLoop, str], AsyncScript] = {}
 _down_until = 0.0
 
 
@@ -137,27 +139,35 @@ async def _count(group: str, value: str, tier: TierSpec) -> _Count:
         raise _RedisDown from None
 
 
+# One atomic command per request: count, and start the window's expiry on its first request
+# (the same expiry django-ratelimit gives the keys it creates). bench/ measured it against
+# MULTI/INCR/EXPIRE/EXEC: one reply to parse instead of four.
+_INCR_WITH_EXPIRY = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
 async def _count_async(group: str, value: str, tier: TierSpec) -> _Count:
     window = _get_window(value, tier.period)
     key = cache.make_key(_make_cache_key(group, window, tier.rate, value, None))
-    async with _client().pipeline(transaction=True) as pipe:
-        pipe.incr(key)
-        pipe.expire(key, tier.period + EXPIRATION_FUDGE, nx=True)
-        count, _ = await pipe.execute()
+    count = await _script()(keys=[key], args=[tier.period + EXPIRATION_FUDGE])
     return _Count(int(count), window)
 
 
-def _client() -> aioredis.Redis:
+def _script() -> AsyncScript:
     url = settings.PORTIER_RATELIMIT_REDIS_URL
     loop = asyncio.get_running_loop()
-    client = _clients.get((loop, url))
-    if client is None:
+    script = _clients.get((loop, url))
+    if script is None:
         timeout = settings.PORTIER_RATELIMIT_REDIS_TIMEOUT
         client = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
         )
-        _clients[(loop, url)] = client
-    return client
+        script = client.register_script(_INCR_WITH_EXPIRY)
+        _clients[(loop, url)] = script
+    return script
 
 
 class _Request:
@@ -182,4 +192,4 @@ def _count_with_django_ratelimit(group: str, value: str, tier: TierSpec) -> _Cou
 async def close_limit_clients() -> None:
     loop = asyncio.get_running_loop()
     for key in [k for k in _clients if k[0] is loop]:
-        await _clients.pop(key).aclose()
+        await _clients.pop(key).registered_client.aclose()
