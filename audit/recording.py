@@ -106,6 +106,7 @@ async def audit_deny(ctx: RequestContext, exc: GatewayError) -> GatewayError:
     except Exception:
         logger.exception("audit row could not be written; request %s refused", ctx.request_id)
         return _UNAVAILABLE
+    ctx.audit_closed = True  # a denial's row is complete as written
     return exc
 
 

@@ -42,15 +42,6 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._response.release()
 
 
-class _RequestStream:
-    def __init__(self, stream: httpx.AsyncByteStream) -> None:
-        self._stream = stream
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:  # type: ignore[attr-defined]
-            yield chunk
-
-
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp connection pool per transport (so per event loop, see routing.forward)."""
 
@@ -85,7 +76,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             body: Any = request.content or None
         except httpx.RequestNotRead:
-            body = _RequestStream(request.stream)  # type: ignore[arg-type]
+            body = request.stream  # an async iterable: aiohttp streams it as it comes
         with _mapped_errors():
             response = await self._get_session().request(
                 request.method,
