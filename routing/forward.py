@@ -102,8 +102,8 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
     except BaseException:
         release()
         raise
-    headers = [(name.lower(), value) for name, value in response.headers.raw]
     # httpx keeps the upstream's header-name case (NGINX sends "Connection"): compare lowered.
+    headers = [(name.lower(), value) for name, value in response.headers.raw]
     headers = drop_hop_by_hop(headers, frozenset({b"x-request-id"}))
     headers.append((b"x-request-id", ctx.request_id.encode()))
     headers.extend(ctx.response_headers)
