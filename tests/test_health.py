@@ -40,6 +40,14 @@ def django_entry(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Serve
     server.stop()
 
 
+def test_the_gateway_serves_the_admins_static_files_itself(client):
+    response = client.get("/static/admin/css/base.css")
+
+    assert response.status_code == 200
+    assert "text/css" in response.headers["content-type"]
+    assert b"body" in response.content
+
+
 def test_it_reports_health_with_the_served_configuration(client, upstream):
     make_route(make_service("users", upstream.url), "/users")
     make_route(make_service("orders", upstream.url), "/orders")

@@ -79,6 +79,16 @@ def test_a_public_route_serves_anonymous_callers_without_identity_headers(
     )
 
 
+def test_a_public_route_still_refuses_a_bad_token(client, upstream, route_with):
+    route_with("public")
+
+    response = client.get("/p", headers=bearer(token(exp=int(time.time()) - 5)))
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "token_expired"
+    assert received(upstream) == []
+
+
 def test_an_authenticated_route_refuses_a_caller_without_credentials(client, upstream, route_with):
     route_with("authenticated")
 
