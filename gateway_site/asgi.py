@@ -1,7 +1,7 @@
 """ASGI entry point: Django for the gateway's own paths, the lean proxy entry for the rest.
 
-Lifespan startup loads the configuration snapshot and starts its refresher before the first
-request; shutdown closes the upstream connection pool.
+Lifespan startup loads the configuration snapshot and starts its refresher and the health monitor
+before the first request; shutdown closes the upstream connection pool and stops both.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ django_app = get_asgi_application()
 
 from routing.asgi_entry import proxy_app  # noqa: E402  (after Django is set up)
 from routing.forward import close_clients  # noqa: E402
+from routing.health import monitor as health_monitor  # noqa: E402
 from routing.limits import close_limit_clients  # noqa: E402
 from routing.paths import is_reserved_path  # noqa: E402
 from routing.snapshot import holder  # noqa: E402
@@ -42,6 +43,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
         if message["type"] == "lifespan.startup":
             try:
                 await asyncio.to_thread(holder.start)
+                health_monitor.start()
             except Exception as exc:
                 await send({"type": "lifespan.startup.failed", "message": str(exc)})
                 return
@@ -54,5 +56,6 @@ async def _lifespan(receive: Any, send: Any) -> None:
             await close_clients()
             await close_limit_clients()
             holder.stop()
+            health_monitor.stop()
             await send({"type": "lifespan.shutdown.complete"})
             return

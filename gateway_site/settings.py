@@ -155,7 +155,19 @@ LOGGING = {
 # How often each process checks the cache for a new configuration version (seconds).
 PORTIER_CONFIG_POLL_INTERVAL = env_float("PORTIER_CONFIG_POLL_INTERVAL", 0.5)
 # Paths the gateway serves itself (each one and everything below it); a route may not shadow them.
-PORTIER_RESERVED_PATHS = ("/admin", "/auth", "/health", "/metrics", "/static")
+PORTIER_RESERVED_PATHS = ("/admin", "/auth", "/health", "/metrics", "/registry", "/static")
+# How often each process rebuilds its view of target health and registered instances from the
+# cache (seconds): also how soon a circuit opened by one process is honoured by the others.
+PORTIER_HEALTH_SYNC_INTERVAL = env_float("PORTIER_HEALTH_SYNC_INTERVAL", 0.5)
+# The role (group) whose API keys or tokens may register instances over /registry/.
+PORTIER_REGISTRAR_ROLE = env_str("PORTIER_REGISTRAR_ROLE", "registrar")
+# Who may read the operator endpoints that show internal addresses (/health/services): callers
+# from these networks (CIDRs), or with `Authorization: Bearer <PORTIER_OPS_TOKEN>`.
+PORTIER_OPS_NETWORKS = env_list(
+    "PORTIER_OPS_NETWORKS",
+    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
+)
+PORTIER_OPS_TOKEN = env_str("PORTIER_OPS_TOKEN")
 # Percent-encoded slashes/backslashes let a path look like one route to the gateway and another to
 # an upstream that decodes them; they are refused unless explicitly allowed.
 PORTIER_ALLOW_ENCODED_SLASHES = env_bool("PORTIER_ALLOW_ENCODED_SLASHES", False)

@@ -18,7 +18,9 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("auth/", include("accounts.urls")),
     path("health", views.health),
-    re_path(r"^(?:admin|auth|health|metrics|static)(?:/|$)", views.reserved_not_found),
+    path("health/services", views.health_services),
+    path("registry/", include("routing.registry_urls")),
+    re_path(r"^(?:admin|auth|health|metrics|registry|static)(?:/|$)", views.reserved_not_found),
     re_path(r"", views.proxy),
 ]
 

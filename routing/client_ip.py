@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-__all__ = ["resolve_client_ip"]
+__all__ = ["address_in", "resolve_client_ip"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -45,3 +45,8 @@ def resolve_client_ip(peer: str, forwarded_for: list[bytes]) -> str:
         if not _trusted(hop, networks):
             break
     return client
+
+
+def address_in(address: str, cidrs: list[str]) -> bool:
+    """Is the address inside one of the networks (CIDR strings)?"""
+    return _trusted(address, _networks(tuple(cidrs)))

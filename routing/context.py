@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from routing.identity import Identity
-    from routing.snapshot import RouteSpec, Snapshot
+    from routing.snapshot import RouteSpec, Snapshot, TargetSpec
 
 __all__ = ["GatewayError", "GatewayResponse", "Headers", "RequestContext"]
 
@@ -64,6 +64,7 @@ class RequestContext:
     response_headers: Headers = field(default_factory=list)  # added to every answer
     upstream_path: str = ""
     upstream_headers: Headers = field(default_factory=list)
+    target: TargetSpec | None = None  # the target that answered
     target_url: str = ""
     status: int = 0
     upstream_status: int | None = None

@@ -10,16 +10,14 @@ jar. The response body is relayed chunk by chunk and never held whole in memory.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from math import gcd
 
 import httpx
 from django.conf import settings
 
+from routing import balancer, health
 from routing.context import GatewayError, GatewayResponse, RequestContext
 from routing.snapshot import ServiceSpec, TargetSpec
 from routing.transform import drop_hop_by_hop
@@ -30,9 +28,9 @@ __all__ = ["UpstreamBroken", "close_clients", "forward", "upstream_client"]
 logger = logging.getLogger("portier.forward")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_BODY_LIMIT = 64 * 1024  # bytes of request body held to allow a retry
 _clients: dict[asyncio.AbstractEventLoop, AiohttpTransport] = {}
 _in_flight: Counter[str] = Counter()
-_schedules: dict[tuple[str, tuple[TargetSpec, ...]], tuple[list[int], itertools.count[int]]] = {}
 
 
 class UpstreamBroken(Exception):
@@ -61,40 +59,11 @@ async def close_clients() -> None:
         await client.aclose()
 
 
-def _pick(service: ServiceSpec) -> TargetSpec:
-    """Smooth weighted round-robin over the service's targets (per process)."""
-    key = (service.name, service.targets)
-    entry = _schedules.get(key)
-    if entry is None:
-        if len(_schedules) > 1024:  # old configurations' schedules: drop them all, rebuilt lazily
-            _schedules.clear()
-        entry = (_smooth_wrr(service.targets), itertools.count())
-        _schedules[key] = entry
-    order, counter = entry
-    return service.targets[order[next(counter) % len(order)]]
-
-
-def _smooth_wrr(targets: tuple[TargetSpec, ...]) -> list[int]:
-    divisor = 0
-    for t in targets:
-        divisor = gcd(divisor, t.weight)
-    weights = [t.weight // divisor for t in targets]
-    current = [0] * len(targets)
-    order: list[int] = []
-    for _ in range(sum(weights)):
-        for i, w in enumerate(weights):
-            current[i] += w
-        best = max(range(len(targets)), key=current.__getitem__)
-        current[best] -= sum(weights)
-        order.append(best)
-    return order
-
-
 async def forward(ctx: RequestContext) -> GatewayResponse:
     route = ctx.route
     assert route is not None
     service = route.service
-    if not service.targets:
+    if not service.targets and not health.board.instances.get(service.name):
         raise GatewayError(503, "upstream_unavailable", "The service has no enabled target.")
     release = _admit(service)
     try:
@@ -108,10 +77,14 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
     headers.append((b"x-request-id", ctx.request_id.encode()))
     headers.extend(ctx.response_headers)
 
+    target = ctx.target
+    assert target is not None
+
     async def close() -> None:
         try:
             await response.aclose()
         finally:
+            balancer.in_flight[target.sid] -= 1
             release()
 
     return GatewayResponse(response.status_code, headers, stream=_relay(response, ctx), close=close)
@@ -151,41 +124,90 @@ def _nothing() -> None:
 
 
 async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
-    # A body can be streamed only once, so only bodyless idempotent requests are retried.
-    retryable = ctx.method in IDEMPOTENT and not ctx.has_body
-    attempts = 1 + (service.retries if retryable else 0)
+    """Try targets until one answers, within the retry rules and the service's time budget."""
+    route = ctx.route
+    assert route is not None
+    content, retryable = await _body_for_retries(ctx, service, route.retry_unsafe_methods)
+    attempts = 1 + service.retries if retryable else 1
     client = upstream_client()
-    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + service.total_timeout if service.total_timeout else None
+    tried: set[str] = set()
     for attempt in range(attempts):
-        target = _pick(service)
-        ctx.target_url = target.url
+        last = attempt + 1 == attempts or (deadline is not None and loop.time() >= deadline)
+        target = balancer.pick(service, ctx, tried)
+        if target is None:
+            raise GatewayError(
+                503, "upstream_unavailable", "No healthy target of the service is available."
+            )
+        tried.add(target.sid)
+        ctx.target_url = target.key
         request = httpx.Request(
             ctx.method,
             target.origin.copy_with(raw_path=_raw_path(ctx, target)),
             headers=ctx.upstream_headers,
-            content=ctx.receive_body() if ctx.has_body and ctx.receive_body else None,
+            content=content,
             extensions={"timeout": service.timeout},
         )
+        balancer.in_flight[target.sid] += 1
         try:
-            response = await client.handle_async_request(request)
-            ctx.upstream_seconds = time.perf_counter() - started
-            ctx.upstream_status = response.status_code
-            return response
-        except httpx.ConnectError as exc:
-            logger.warning("upstream %s refused %s: %s", target.url, ctx.request_id, exc)
-            if attempt + 1 < attempts:
+            async with asyncio.timeout_at(deadline):
+                response = await client.handle_async_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # The request never reached the upstream: safe to send again, anywhere.
+            _done(service, target, ok=False)
+            logger.warning("upstream %s refused %s: %r", target.key, ctx.request_id, exc)
+            if not last:
                 continue
             raise GatewayError(
                 502, "upstream_unavailable", "The upstream refused the connection."
             ) from None
-        except httpx.TimeoutException:
+        except (httpx.TimeoutException, TimeoutError):
+            _done(service, target, ok=False)
             raise GatewayError(
                 504, "upstream_timeout", "The upstream did not answer in time."
             ) from None
         except httpx.TransportError as exc:
-            logger.warning("upstream %s failed %s: %r", target.url, ctx.request_id, exc)
+            _done(service, target, ok=False)
+            logger.warning("upstream %s failed %s: %r", target.key, ctx.request_id, exc)
             raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None
+        except BaseException:
+            balancer.in_flight[target.sid] -= 1
+            raise
+        status = response.status_code
+        health.observe(service, target, ok=status not in service.breaker_statuses)
+        if status in service.retry_statuses and not last:
+            balancer.in_flight[target.sid] -= 1
+            await response.aclose()
+            continue
+        ctx.upstream_seconds = loop.time() - started
+        ctx.upstream_status = status
+        ctx.target = target
+        return response
     raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _done(service: ServiceSpec, target: TargetSpec, *, ok: bool) -> None:
+    balancer.in_flight[target.sid] -= 1
+    health.observe(service, target, ok=ok)
+
+
+async def _body_for_retries(
+    ctx: RequestContext, service: ServiceSpec, unsafe_allowed: bool
+) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+    """The body to send, and whether the request may be sent more than once.
+
+    A body can be streamed only once: a small one with a declared length is read first, so it
+    can be sent again; a larger or chunked one is streamed through and never retried.
+    """
+    retryable = service.retries > 0 and (ctx.method in IDEMPOTENT or unsafe_allowed)
+    if not ctx.has_body or ctx.receive_body is None:
+        return None, retryable
+    length = ctx.header(b"content-length")
+    if retryable and length is not None and length.isdigit() and int(length) <= RETRY_BODY_LIMIT:
+        return b"".join([chunk async for chunk in ctx.receive_body()]), True
+    return ctx.receive_body(), False
 
 
 def _raw_path(ctx: RequestContext, target: TargetSpec) -> bytes:

@@ -17,7 +17,7 @@ from accounts.services import api_key_lookup, api_key_touch
 from routing.context import GatewayError, RequestContext
 from routing.tokens import TokenExpired, TokenInvalid, verifier
 
-__all__ = ["Identity", "authenticate"]
+__all__ = ["Identity", "authenticate", "identify"]
 
 logger = logging.getLogger("portier.identity")
 
@@ -42,22 +42,25 @@ def _unauthorized(code: str, message: str, scheme: str = "Bearer") -> GatewayErr
 
 
 async def authenticate(ctx: RequestContext) -> None:
-    authorization = ctx.header(b"authorization")
-    api_key = ctx.header(b"x-api-key")
+    ctx.identity = await identify(ctx.header(b"authorization"), ctx.header(b"x-api-key"))
+
+
+async def identify(authorization: bytes | None, api_key: bytes | None) -> Identity | None:
+    """The caller named by these headers; None without gateway credentials; GatewayError (401)
+    for credentials that are not valid. The gateway's own APIs (the registry) use it too."""
     if authorization is not None:
         scheme, _, credential = authorization.decode("latin-1").strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
-            ctx.identity = await _from_jwt(credential.strip())
-            return
+            return await _from_jwt(credential.strip())
         if scheme == "apikey":
-            ctx.identity = await _from_api_key(credential.strip())
-            return
+            return await _from_api_key(credential.strip())
         if api_key is None:
             # Another scheme (Basic, ...) is the upstream's business: not gateway credentials.
-            return
+            return None
     if api_key is not None:
-        ctx.identity = await _from_api_key(api_key.decode("latin-1").strip())
+        return await _from_api_key(api_key.decode("latin-1").strip())
+    return None
 
 
 async def _from_jwt(raw: str) -> Identity:

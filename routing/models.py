@@ -30,7 +30,18 @@ def split_csv(value: str) -> list[str]:
 
 
 class Service(models.Model):
-    """A backend the gateway forwards to, with its upstream targets and timeouts."""
+    """A backend the gateway forwards to: its targets, how one is picked, timeouts and health."""
+
+    class Balancing(models.TextChoices):
+        ROUND_ROBIN = "round_robin", "Round-robin"
+        WEIGHTED = "weighted", "Weighted round-robin"
+        LEAST_IN_FLIGHT = "least_in_flight", "Least in-flight requests"
+        CONSISTENT_HASH = "consistent_hash", "Consistent hash (sticky)"
+
+    class HashOn(models.TextChoices):
+        CLIENT_IP = "client_ip", "Client IP"
+        USER = "user", "User id (anonymous callers by client IP)"
+        HEADER = "header", "A header's value"
 
     name = models.SlugField(max_length=100, unique=True)
     description = models.CharField(max_length=255, blank=True)
@@ -52,11 +63,78 @@ class Service(models.Model):
         help_text="Requests this service may have in flight per gateway process; past it, "
         "503 overloaded. 0 = no cap.",
     )
+    total_timeout = models.FloatField(
+        default=60.0,
+        validators=[MinValueValidator(0.0)],
+        help_text="Seconds from the first attempt until the answer starts, retries included: the "
+        "retry budget. The body then streams under the read timeout. 0 = no limit.",
+    )
     retries = models.PositiveSmallIntegerField(
         default=1,
         validators=[MaxValueValidator(5)],
-        help_text="Extra attempts on another target after a connection error (idempotent methods, "
-        "bodyless requests only).",
+        help_text="Extra attempts, each on another target when there is one: idempotent methods "
+        "(or routes that allow more), never a request whose body was streamed.",
+    )
+    retry_statuses = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Upstream statuses that are retried like a refused connection, e.g. 502, 503, "
+        "504. Empty = connection errors only.",
+    )
+    balancing = models.CharField(
+        max_length=20, choices=Balancing.choices, default=Balancing.WEIGHTED
+    )
+    hash_on = models.CharField(
+        max_length=10,
+        choices=HashOn.choices,
+        default=HashOn.CLIENT_IP,
+        help_text="Consistent hash only: what keeps a caller on one target.",
+    )
+    hash_header = models.CharField(
+        max_length=100, blank=True, help_text="Header to hash on (hash on = header)."
+    )
+    health_path = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Active checks: path probed with GET on every target, e.g. /health (a 2xx or "
+        "3xx answer is healthy). Empty = no active checks.",
+    )
+    health_interval = models.FloatField(
+        default=10.0, validators=[MinValueValidator(0.1)], help_text="Seconds between probes."
+    )
+    health_timeout = models.FloatField(
+        default=2.0, validators=[MinValueValidator(0.01)], help_text="Seconds a probe may take."
+    )
+    healthy_threshold = models.PositiveSmallIntegerField(
+        default=2,
+        validators=[MinValueValidator(1)],
+        help_text="Consecutive good probes that bring an unhealthy target back.",
+    )
+    unhealthy_threshold = models.PositiveSmallIntegerField(
+        default=3,
+        validators=[MinValueValidator(1)],
+        help_text="Consecutive failed probes that take a target out.",
+    )
+    breaker_failures = models.PositiveSmallIntegerField(
+        default=5,
+        help_text="Passive checks: consecutive failed requests (connection errors, timeouts, "
+        "breaker statuses) that open a target's circuit. 0 = no circuit breaker.",
+    )
+    breaker_statuses = models.CharField(
+        max_length=100,
+        blank=True,
+        default="502, 503, 504",
+        help_text="Upstream statuses that count as failures for the circuit breaker.",
+    )
+    breaker_cooldown = models.FloatField(
+        default=30.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds an open circuit keeps its target out before one trial request.",
+    )
+    allow_registration = models.BooleanField(
+        default=False,
+        help_text="Instances may register themselves over /registry/ (callers with the "
+        "registrar role), beside the static targets.",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -71,6 +149,40 @@ class Service(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        errors: dict[str, str] = {}
+        for field in ("retry_statuses", "breaker_statuses"):
+            try:
+                statuses = parse_statuses(getattr(self, field))
+            except ValueError as exc:
+                errors[field] = str(exc)
+            else:
+                setattr(self, field, ", ".join(str(code) for code in statuses))
+        hashing_on_header = (
+            self.balancing == self.Balancing.CONSISTENT_HASH and self.hash_on == self.HashOn.HEADER
+        )
+        if hashing_on_header and not _HEADER_NAME_RE.match(self.hash_header):
+            errors["hash_header"] = "Hashing on a header needs the header's name."
+        self.health_path = self.health_path.strip()
+        if self.health_path and (
+            not self.health_path.startswith("/") or any(c in self.health_path for c in " #\r\n")
+        ):
+            errors["health_path"] = "A health path starts with / and holds no spaces or #."
+        if self.health_path and self.health_timeout >= self.health_interval:
+            errors["health_timeout"] = "A probe must time out before the next one is due."
+        if errors:
+            raise ValidationError(errors)
+
+
+def parse_statuses(value: str) -> tuple[int, ...]:
+    """'502, 503' -> (502, 503); only 5xx statuses, which say the upstream failed."""
+    codes: list[int] = []
+    for item in split_csv(value):
+        if not item.isdigit() or not 500 <= int(item) <= 599:
+            raise ValueError(f"{item!r} is not a 5xx status; list statuses like 502, 503, 504.")
+        codes.append(int(item))
+    return tuple(sorted(set(codes)))
 
 
 class Target(models.Model):
@@ -226,6 +338,11 @@ class Route(models.Model):
     audit = models.BooleanField(
         default=False,
         help_text="Write an audit row for every request (admin-only routes are always audited).",
+    )
+    retry_unsafe_methods = models.BooleanField(
+        default=False,
+        help_text="Retry POST and PATCH too (the upstream's handlers are idempotent). Bodies over "
+        "64 KiB are streamed and never retried.",
     )
     forward_authorization = models.BooleanField(
         default=True,

@@ -10,6 +10,7 @@ fails, the process keeps serving its last-known-good snapshot.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -28,10 +29,12 @@ from django.db.models import F
 from django.utils import timezone
 
 __all__ = [
+    "HealthCheckSpec",
     "RouteSpec",
     "ServiceSpec",
     "Snapshot",
     "TargetSpec",
+    "compile_target",
     "config_publish",
     "holder",
     "snapshot_build",
@@ -52,6 +55,18 @@ class TargetSpec:
     base_path: str  # the target URL's own path, without a trailing slash
     weight: int
     origin: httpx.URL = field(compare=False, hash=False, default=None)  # url, parsed once
+    key: str = ""  # the target's whole URL, as reports show it
+    sid: str = ""  # service + URL, hashed: the target's name in health state (routing.health)
+    instance_id: str = ""  # set for instances from the registry, empty for static targets
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckSpec:
+    path: str
+    interval: float
+    timeout: float
+    healthy_threshold: int
+    unhealthy_threshold: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +80,16 @@ class ServiceSpec:
     targets: tuple[TargetSpec, ...]
     timeout: dict[str, float] = field(hash=False, compare=False, default_factory=dict)
     max_in_flight: int = 0
+    total_timeout: float = 0.0  # 0 = none
+    retry_statuses: frozenset[int] = frozenset()
+    balancing: str = "weighted"
+    hash_on: str = "client_ip"
+    hash_header: bytes = b""  # lower case
+    health: HealthCheckSpec | None = None
+    breaker_failures: int = 0  # 0 = no circuit breaker
+    breaker_statuses: frozenset[int] = frozenset()
+    breaker_cooldown: float = 30.0
+    allow_registration: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +137,7 @@ class RouteSpec:
     tier: TierSpec | None
     tier_overrides: tuple[tuple[str, TierSpec], ...] = ()  # (role, tier)
     audit: bool = False
+    retry_unsafe_methods: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +166,20 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
             "write_timeout": s.write_timeout,
             "retries": s.retries,
             "max_in_flight": s.max_in_flight,
+            "total_timeout": s.total_timeout,
+            "retry_statuses": s.retry_statuses,
+            "balancing": s.balancing,
+            "hash_on": s.hash_on,
+            "hash_header": s.hash_header,
+            "health_path": s.health_path,
+            "health_interval": s.health_interval,
+            "health_timeout": s.health_timeout,
+            "healthy_threshold": s.healthy_threshold,
+            "unhealthy_threshold": s.unhealthy_threshold,
+            "breaker_failures": s.breaker_failures,
+            "breaker_statuses": s.breaker_statuses,
+            "breaker_cooldown": s.breaker_cooldown,
+            "allow_registration": s.allow_registration,
             "targets": [{"url": t.url, "weight": t.weight} for t in s.targets.all() if t.enabled],
         }
         for s in Service.objects.filter(enabled=True).prefetch_related("targets")
@@ -169,6 +209,7 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
                 "preserve_host": r.preserve_host,
                 "forward_authorization": r.forward_authorization,
                 "audit": r.audit,
+                "retry_unsafe_methods": r.retry_unsafe_methods,
                 "policy": policy
                 and {
                     "name": policy.name,
@@ -207,27 +248,15 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
     A route that cannot be compiled (data that bypassed the admin's validation) is skipped and
     reported; the rest of the configuration is served.
     """
-    services = {
-        s["id"]: ServiceSpec(
-            id=s["id"],
-            name=s["name"],
-            connect_timeout=float(s["connect_timeout"]),
-            read_timeout=float(s["read_timeout"]),
-            write_timeout=float(s["write_timeout"]),
-            retries=int(s["retries"]),
-            max_in_flight=int(s.get("max_in_flight", 0)),
-            targets=tuple(_compile_target(t) for t in s["targets"]),
-            timeout={
-                "connect": float(s["connect_timeout"]),
-                "read": float(s["read_timeout"]),
-                "write": float(s["write_timeout"]),
-                "pool": float(s["connect_timeout"]),
-            },
-        )
-        for s in data["services"]
-    }
-    routes: list[RouteSpec] = []
+    services: dict[int, ServiceSpec] = {}
     skipped: list[str] = []
+    for s in data["services"]:
+        try:
+            services[s["id"]] = _compile_service(s)
+        except (KeyError, TypeError, ValueError) as exc:
+            # Its routes are skipped too (their service is missing), and reported one by one.
+            logger.error("service %s skipped from snapshot: %s", s.get("name"), exc)
+    routes: list[RouteSpec] = []
     for r in data["routes"]:
         try:
             routes.append(_compile_route(r, services))
@@ -246,15 +275,66 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
     )
 
 
-def _compile_target(t: dict[str, Any]) -> TargetSpec:
-    parts = urlsplit(t["url"])
+def _compile_service(s: dict[str, Any]) -> ServiceSpec:
+    from routing.models import parse_statuses
+
+    health = None
+    if s.get("health_path"):
+        health = HealthCheckSpec(
+            path=s["health_path"],
+            interval=float(s["health_interval"]),
+            timeout=float(s["health_timeout"]),
+            healthy_threshold=int(s["healthy_threshold"]),
+            unhealthy_threshold=int(s["unhealthy_threshold"]),
+        )
+    return ServiceSpec(
+        id=s["id"],
+        name=s["name"],
+        connect_timeout=float(s["connect_timeout"]),
+        read_timeout=float(s["read_timeout"]),
+        write_timeout=float(s["write_timeout"]),
+        retries=int(s["retries"]),
+        max_in_flight=int(s.get("max_in_flight", 0)),
+        targets=tuple(compile_target(s["name"], t["url"], t["weight"]) for t in s["targets"]),
+        timeout={
+            "connect": float(s["connect_timeout"]),
+            "read": float(s["read_timeout"]),
+            "write": float(s["write_timeout"]),
+            "pool": float(s["connect_timeout"]),
+        },
+        total_timeout=float(s.get("total_timeout", 0.0)),
+        retry_statuses=frozenset(parse_statuses(s.get("retry_statuses", ""))),
+        balancing=s.get("balancing", "weighted"),
+        hash_on=s.get("hash_on", "client_ip"),
+        hash_header=s.get("hash_header", "").lower().encode("latin-1"),
+        health=health,
+        breaker_failures=int(s.get("breaker_failures", 0)),
+        breaker_statuses=frozenset(parse_statuses(s.get("breaker_statuses", ""))),
+        breaker_cooldown=float(s.get("breaker_cooldown", 30.0)),
+        allow_registration=bool(s.get("allow_registration", False)),
+    )
+
+
+def compile_target(service: str, url: str, weight: int, instance_id: str = "") -> TargetSpec:
+    """A target from its base URL: static ones from the snapshot, registered ones from the
+    registry (routing.registry)."""
+    parts = urlsplit(url)
     origin = f"{parts.scheme}://{parts.netloc}"
+    base_path = parts.path.rstrip("/")
     return TargetSpec(
         url=origin,
-        base_path=parts.path.rstrip("/"),
-        weight=int(t["weight"]),
+        base_path=base_path,
+        weight=int(weight),
         origin=httpx.URL(origin),
+        key=origin + base_path,
+        sid=target_state_id(service, origin + base_path),
+        instance_id=instance_id,
     )
+
+
+def target_state_id(service: str, url: str) -> str:
+    """A short, cache-safe name for one target of one service: the same in every process."""
+    return hashlib.blake2b(f"{service}|{url}".encode(), digest_size=12).hexdigest()
 
 
 def _methods(names: list[str]) -> frozenset[str]:
@@ -282,6 +362,7 @@ def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> Route
         preserve_host=bool(r["preserve_host"]),
         forward_authorization=bool(r.get("forward_authorization", True)),
         audit=bool(r.get("audit", False)),
+        retry_unsafe_methods=bool(r.get("retry_unsafe_methods", False)),
         policy=PolicySpec(policy["name"], policy["kind"], tuple(policy["roles"]))
         if policy
         else None,

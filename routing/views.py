@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import AsyncIterator
 from http.cookies import Morsel, SimpleCookie
@@ -16,14 +17,23 @@ from django.views.decorators.csrf import csrf_exempt
 
 from audit.recording import audit_close
 from routing import pipeline
-from routing.client_ip import resolve_client_ip
+from routing.client_ip import address_in, resolve_client_ip
 from routing.context import GatewayResponse, RequestContext
 from routing.errors import error_body
 from routing.forward import close_clients
+from routing.health import monitor as health_monitor
 from routing.record import record
 from routing.snapshot import holder
+from routing.status import services_report
 
-__all__ = ["health", "not_found", "proxy", "reserved_not_found", "server_error"]
+__all__ = [
+    "health",
+    "health_services",
+    "not_found",
+    "proxy",
+    "reserved_not_found",
+    "server_error",
+]
 
 
 @csrf_exempt
@@ -31,6 +41,7 @@ async def proxy(request: HttpRequest) -> HttpResponse:
     """Run the gateway pipeline for a request that reached Django's own handler."""
     if not holder.running:
         await sync_to_async(holder.start, thread_sensitive=False)()
+        health_monitor.start()
     ctx = _context_from_request(request)
     if getattr(request, "scope", None) is not None:
         response = await pipeline.run(ctx)
@@ -149,6 +160,7 @@ async def _recording(
 def health(request: HttpRequest) -> JsonResponse:
     """Liveness and dependencies: always 200 while the process serves; `status` says degraded."""
     holder.start()
+    health_monitor.start()
     snapshot = holder.current
     checks = {"database": _check_database(), "cache": _check_cache()}
     degraded = any(value != "ok" for value in checks.values()) or holder.last_error is not None
@@ -168,6 +180,30 @@ def health(request: HttpRequest) -> JsonResponse:
             "checks": checks,
         }
     )
+
+
+def health_services(request: HttpRequest) -> HttpResponse:
+    """Each service with each target's state: 200 while every enabled service has an available
+    target, 503 otherwise. It shows upstream addresses, so only operators may read it."""
+    if not _is_operator(request):
+        return _json_error(403, "forbidden", "This endpoint is for operators only.")
+    holder.start()
+    health_monitor.start()
+    ok, report = services_report(holder.current)
+    return JsonResponse(report, status=200 if ok else 503)
+
+
+def _is_operator(request: HttpRequest) -> bool:
+    token = settings.PORTIER_OPS_TOKEN
+    if token:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if hmac.compare_digest(given.encode(), token.encode()):
+            return True
+    forwarded = request.headers.get("X-Forwarded-For")
+    client = resolve_client_ip(
+        request.META.get("REMOTE_ADDR", ""), [forwarded.encode("latin-1")] if forwarded else []
+    )
+    return address_in(client, settings.PORTIER_OPS_NETWORKS)
 
 
 def _check_database() -> str:
