@@ -3,6 +3,7 @@
 GET /anything answers with the request it saw as JSON. Special paths exercise the proxy:
 /_stream?bytes=N&chunk=K (N bytes, chunked), /_slow?seconds=S, /_cookies (two Set-Cookie),
 /_redirect (a Location header), /_status/NNN, /_hop (hop-by-hop response headers).
+Tests set `status_override` to make every answer fail (or succeed) at once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class EchoUpstream:
     def __init__(self, name: str = "echo") -> None:
         self.name = name
         self.received: list[dict[str, Any]] = []
+        self.status_override: int | None = None  # tests: answer every request with this status
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -65,6 +67,8 @@ class EchoUpstream:
             headers.append((b"location", b"http://internal.example:8080/next?x=1"))
         elif path.startswith("/_status/"):
             status = int(path.rsplit("/", 1)[1])
+        elif self.status_override is not None:
+            status = self.status_override
         elif path == "/_hop":
             headers += [
                 (b"connection", b"x-secret-hop"),

@@ -21,10 +21,12 @@ def free_port() -> int:
 class ServerThread:
     """Serves an ASGI app with production's uvicorn options (gateway_site.serve)."""
 
-    def __init__(self, app: Any, *, lifespan: str = "off") -> None:
+    def __init__(self, app: Any, *, lifespan: str = "off", port: int = 0) -> None:
+        """port=0 picks a free port; pass a stopped server's port to bring it back there."""
+        self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         options = {**UVICORN_OPTIONS, "loop": "asyncio", "lifespan": lifespan}
