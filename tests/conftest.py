@@ -78,6 +78,7 @@ def _upstream_servers() -> Iterator[tuple[ServerThread, ServerThread]]:
 def upstream(_upstream_servers: tuple[ServerThread, ServerThread]) -> ServerThread:
     server = _upstream_servers[0]
     server.server.config.app.received.clear()
+    server.server.config.app.status_override = None
     return server
 
 
@@ -85,6 +86,7 @@ def upstream(_upstream_servers: tuple[ServerThread, ServerThread]) -> ServerThre
 def upstream_b(_upstream_servers: tuple[ServerThread, ServerThread]) -> ServerThread:
     server = _upstream_servers[1]
     server.server.config.app.received.clear()
+    server.server.config.app.status_override = None
     return server
 
 
