@@ -6,6 +6,7 @@ within about a second.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -13,8 +14,13 @@ from django.contrib import admin
 from django.db import models
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
+from routing import health
 from routing.models import RateLimitTier, RolePolicy, Route, RouteTierOverride, Service, Target
+from routing.snapshot import ServiceSpec, holder
+from routing.status import service_report
 
 # Upstreams are mostly plain http inside a network; Django 6 would assume https otherwise.
 URL_AS_HTTP = {models.URLField: {"assume_scheme": "http"}}
@@ -27,36 +33,94 @@ class TargetInline(admin.TabularInline):
     formfield_overrides = URL_AS_HTTP
 
 
+TARGET_COLUMNS = (
+    "source",
+    "URL",
+    "instance id",
+    "weight",
+    "state",
+    "circuit",
+    "last check",
+    "latency (ms)",
+    "error",
+    "in flight",
+    "metadata",
+)
+
+
+def served_service(name: str) -> ServiceSpec | None:
+    """The service as this process serves it: the snapshot's spec, with the health board behind
+    it (both started on first use, as /health/services does)."""
+    holder.start()
+    health.monitor.start()
+    return holder.current.services.get(name)
+
+
+def _blank(value: Any) -> Any:
+    return "-" if value is None or value == "" else value
+
+
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
     list_display = (
         "name",
         "enabled",
+        "balancing",
         "active_targets",
+        "health_summary",
         "route_count",
         "connect_timeout",
         "read_timeout",
         "retries",
         "updated_at",
     )
-    list_filter = ("enabled",)
+    list_filter = ("enabled", "balancing", "allow_registration")
     search_fields = ("name", "description", "targets__url")
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("served_targets", "created_at", "updated_at")
     inlines = (TargetInline,)
     fieldsets = (
         (None, {"fields": ("name", "description", "enabled")}),
         (
-            "Upstream behaviour",
+            "Targets in service",
+            {
+                "fields": ("served_targets",),
+                "description": "Static targets and registered instances with their health, as "
+                "this gateway process balances on them (each process keeps its own view, "
+                "refreshed about every second). Static targets are edited below.",
+            },
+        ),
+        ("Balancing", {"fields": ("balancing", "hash_on", "hash_header")}),
+        (
+            "Active health checks",
+            {
+                "fields": (
+                    "health_path",
+                    "health_interval",
+                    "health_timeout",
+                    "healthy_threshold",
+                    "unhealthy_threshold",
+                )
+            },
+        ),
+        (
+            "Circuit breaker (passive health checks)",
+            {"fields": ("breaker_failures", "breaker_statuses", "breaker_cooldown")},
+        ),
+        (
+            "Retries and timeouts",
             {
                 "fields": (
                     "connect_timeout",
                     "read_timeout",
                     "write_timeout",
+                    "total_timeout",
                     "retries",
+                    "retry_statuses",
                     "max_in_flight",
                 )
             },
         ),
+        ("Registration", {"fields": ("allow_registration",)}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 
@@ -77,6 +141,62 @@ class ServiceAdmin(admin.ModelAdmin):
     @admin.display(description="routes", ordering="_routes")
     def route_count(self, obj: Service) -> int:
         return obj._routes  # type: ignore[attr-defined]
+
+    @admin.display(description="health")
+    def health_summary(self, obj: Service) -> str:
+        """From this process's snapshot and health board: no query."""
+        spec = served_service(obj.name)
+        if spec is None:
+            return "not served"
+        targets = service_report(spec)["targets"]
+        available = sum(1 for t in targets if t["available"])
+        return f"{available}/{len(targets)} available"
+
+    @admin.display(description="targets and instances")
+    def served_targets(self, obj: Service) -> SafeString | str:
+        if obj.pk is None:
+            return "Shown once the service is saved."
+        spec = served_service(obj.name)
+        if spec is None:
+            return (
+                "This service is not in the configuration this process serves: it is disabled, "
+                "or was saved a moment ago (reload in a second)."
+            )
+        report = service_report(spec)
+        targets = report["targets"]
+        if not targets:
+            return "No enabled targets and no registered instances: requests get 503."
+        available = sum(1 for t in targets if t["available"])
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    t["source"],
+                    t["url"],
+                    _blank(t["instance_id"]),
+                    t["weight"],
+                    t["state"],
+                    t["circuit"],
+                    _blank(t["last_check"]),
+                    _blank(t["latency_ms"]),
+                    _blank(t["error"]),
+                    t["in_flight"],
+                    json.dumps(t["metadata"], sort_keys=True) if t["metadata"] else "-",
+                )
+                for t in targets
+            ),
+        )
+        return format_html(
+            '<p>{}: {} of {} available.</p><table class="portier-targets"><thead><tr>{}</tr>'
+            "</thead><tbody>{}</tbody></table>",
+            report["status"].capitalize(),
+            available,
+            len(targets),
+            format_html_join("", "<th>{}</th>", ((c,) for c in TARGET_COLUMNS)),
+            rows,
+        )
 
 
 @admin.register(Target)
@@ -121,7 +241,15 @@ class RouteAdmin(admin.ModelAdmin):
         ("Match", {"fields": ("match_type", "path", "methods", "hosts", "header_matches")}),
         (
             "Forwarding",
-            {"fields": ("strip_prefix", "rewrite", "preserve_host", "forward_authorization")},
+            {
+                "fields": (
+                    "strip_prefix",
+                    "rewrite",
+                    "preserve_host",
+                    "forward_authorization",
+                    "retry_unsafe_methods",
+                )
+            },
         ),
         ("Access", {"fields": ("role_policy", "rate_limit_tier", "audit")}),
         ("History", {"fields": ("created_at", "updated_at")}),

@@ -81,7 +81,13 @@ class Pool:
         best, best_load = None, 0.0
         for step in range(n):
             target = self.targets[(start + step) % n]
-            if target.sid in tried or target.sid in health.board.down:
+            if target.sid in tried:
+                continue
+            if target.sid in health.board.down:
+                # Ask for a half-open trial, or send the one this process won: skipped silently,
+                # an open circuit would never close while another target is up.
+                if health.usable(target):
+                    return target
                 continue
             load = in_flight[target.sid] / target.weight
             if best is None or load < best_load:
@@ -95,17 +101,20 @@ class Pool:
         hashes, owners = self.ring_hashes, self.ring_targets
         start = bisect.bisect(hashes, point)
         seen: set[int] = set()
+        fallback = None
         for step in range(len(owners)):
             index = owners[(start + step) % len(owners)]
             if index in seen:
                 continue
             seen.add(index)
             target = self.targets[index]
-            if target.sid not in tried and health.usable(target):
+            if target.sid in tried:
+                fallback = fallback or target
+            elif health.usable(target):
                 return target
             if len(seen) == len(self.targets):
                 break
-        return None
+        return fallback if fallback is not None and health.usable(fallback) else None
 
 
 _pools: dict[str, Pool] = {}
@@ -147,7 +156,7 @@ def _smooth_weighted_order(targets: tuple[TargetSpec, ...]) -> list[int]:
         divisor = gcd(divisor, t.weight)
     weights = [t.weight // divisor for t in targets]
     total = sum(weights)
-    if total > 1000:  # keep one cycle short to build: proportions kept to within 0.1%
+    if total > 1000:  # keep one cycle short to build; proportions stay within rounding
         weights = [max(1, round(w * 1000 / total)) for w in weights]
         total = sum(weights)
     current = [0] * len(targets)

@@ -134,13 +134,13 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
     started = loop.time()
     deadline = started + service.total_timeout if service.total_timeout else None
     tried: set[str] = set()
+    target = balancer.pick(service, ctx, tried)
+    if target is None:
+        raise GatewayError(
+            503, "upstream_unavailable", "No healthy target of the service is available."
+        )
     for attempt in range(attempts):
         last = attempt + 1 == attempts or (deadline is not None and loop.time() >= deadline)
-        target = balancer.pick(service, ctx, tried)
-        if target is None:
-            raise GatewayError(
-                503, "upstream_unavailable", "No healthy target of the service is available."
-            )
         tried.add(target.sid)
         ctx.target_url = target.key
         request = httpx.Request(
@@ -158,7 +158,9 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
             # The request never reached the upstream: safe to send again, anywhere.
             _done(service, target, ok=False)
             logger.warning("upstream %s refused %s: %r", target.key, ctx.request_id, exc)
-            if not last:
+            following = None if last else balancer.pick(service, ctx, tried)
+            if following is not None:
+                target = following
                 continue
             raise GatewayError(
                 502, "upstream_unavailable", "The upstream refused the connection."
@@ -172,15 +174,20 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
             _done(service, target, ok=False)
             logger.warning("upstream %s failed %s: %r", target.key, ctx.request_id, exc)
             raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None
-        except BaseException:
+        except BaseException:  # cancelled: the client went away
             balancer.in_flight[target.sid] -= 1
+            health.forget_trial(target)
             raise
         status = response.status_code
         health.observe(service, target, ok=status not in service.breaker_statuses)
         if status in service.retry_statuses and not last:
-            balancer.in_flight[target.sid] -= 1
-            await response.aclose()
-            continue
+            # Retried only when another attempt can go out; else this answer is the answer.
+            following = balancer.pick(service, ctx, tried)
+            if following is not None:
+                balancer.in_flight[target.sid] -= 1
+                await response.aclose()
+                target = following
+                continue
         ctx.upstream_seconds = loop.time() - started
         ctx.upstream_status = status
         ctx.target = target

@@ -36,6 +36,7 @@ from routing.snapshot import HealthCheckSpec, ServiceSpec, TargetSpec, holder
 __all__ = [
     "Board",
     "TargetHealth",
+    "forget_trial",
     "monitor",
     "observe",
     "service_targets",
@@ -88,7 +89,7 @@ _closed_here: set[str] = set()  # closed by a good trial; the cache still says o
 _trials_wanted: set[str] = set()  # half-open targets a request would have picked
 _trials_granted: set[str] = set()  # this process won the claim: the next pick is the trial
 _trials_in_flight: set[str] = set()
-_writes: deque[tuple[str, str]] = deque()  # ("open"/"close", state id)
+_writes: deque[tuple[str, str]] = deque()  # ("open" / "close" / "release", state id)
 
 
 def usable(target: TargetSpec) -> bool:
@@ -116,6 +117,10 @@ def observe(service: ServiceSpec, target: TargetSpec, ok: bool) -> None:
             _opened_here.pop(sid, None)
             _closed_here.add(sid)
             _writes.append(("close", sid))
+            # As the monitor's next round will (least-in-flight reads `down` directly).
+            unhealthy = not board.active.get(sid, {}).get("up", True)
+            circuits = {k: v for k, v in board.circuits.items() if k != sid}
+            _set_board(board.down if unhealthy else board.down - {sid}, circuits)
         elif sid in _failures:
             del _failures[sid]
         return
@@ -135,6 +140,13 @@ def observe(service: ServiceSpec, target: TargetSpec, ok: bool) -> None:
     logger.warning(
         "circuit opened for %s %s for %.1fs", service.name, target.key, service.breaker_cooldown
     )
+
+
+def forget_trial(target: TargetSpec) -> None:
+    """The trial request was abandoned (client gone): free the claim for another trial."""
+    if target.sid in _trials_in_flight:
+        _trials_in_flight.discard(target.sid)
+        _writes.append(("release", target.sid))
 
 
 def _set_board(down: frozenset[str], circuits: dict[str, float]) -> None:
@@ -248,6 +260,8 @@ class Monitor:
             if op == "open":
                 cache.set(CIRCUIT_KEY.format(sid), _opened_here.get(sid, time.time()), CIRCUIT_TTL)
                 cache.delete(TRIAL_KEY.format(sid))
+            elif op == "release":
+                cache.delete(TRIAL_KEY.format(sid))
             else:
                 cache.delete_many([CIRCUIT_KEY.format(sid), TRIAL_KEY.format(sid)])
             _writes.popleft()  # only once written: after a cache error it is retried
@@ -340,7 +354,14 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
     metadata: dict[str, dict[str, Any]] = {}
     checked: dict[str, bool] = {}  # state id -> does its service run active checks
     for service in services:
-        live = instances.get(service.name, [])
+        # An address already in the pool (a static target, or another registration) is not
+        # added twice: it would get a double share of the traffic.
+        seen = {t.sid for t in service.targets}
+        live = []
+        for instance in instances.get(service.name, []):
+            if instance.target.sid not in seen:
+                seen.add(instance.target.sid)
+                live.append(instance)
         targets = tuple(i.target for i in live)
         # Keep the same tuple while nothing changed: the balancer caches its pool on identity.
         old = previous.instances.get(service.name, ())
@@ -369,8 +390,8 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
     # The writes are flushed at the start of each round: what the cache now says is the truth,
     # except for circuits opened or closed since (read at the end of the round, below).
     for sid, until in list(_opened_here.items()):
-        if sid in circuits and sid not in _writes_pending():
-            del _opened_here[sid]
+        if sid not in checked or (sid in circuits and sid not in _writes_pending()):
+            _opened_here.pop(sid, None)  # in the cache now, or its target is gone
         else:
             circuits[sid] = until
             down.add(sid)

@@ -118,11 +118,11 @@ def instance_heartbeat(*, service: str, instance_id: str) -> Instance | None:
     """Renew an instance's TTL; None when it has expired or was never registered."""
     key = INSTANCE_KEY.format(service, instance_id)
     data = cache.get(key)
-    if data is None:
+    # touch() renews only an entry that still exists: one that lapsed in between may already be
+    # pruned from the index, so it must be registered again rather than silently re-created.
+    if data is None or not cache.touch(key, data["ttl"]):
         return None
     data["heartbeat_at"] = time.time()
-    # A racing expiry between get and set re-creates the entry, which is what a heartbeat wants;
-    # the id is still in the index, since only register and deregister rewrite it.
     cache.set(key, data, data["ttl"])
     return _instance(data)
 

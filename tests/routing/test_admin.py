@@ -3,16 +3,22 @@ it saves is served by the running gateway within about a second."""
 
 from __future__ import annotations
 
+import html
+import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from routing import registry
+from routing.admin import TARGET_COLUMNS
 from routing.models import ConfigVersion, RateLimitTier, RolePolicy, Route, Service
-from tests.conftest import make_route, make_service
+from tests.conftest import make_route, make_service, publish
 
 ADMIN_PAGES = [
     ("routing", "service"),
@@ -28,20 +34,39 @@ def service_form(service: Service, **overrides: Any) -> dict[str, Any]:
     """The Service change form as the browser posts it, with its inline targets' formset."""
     targets = list(service.targets.all()) if service.pk else []
     data: dict[str, Any] = {
-        "name": service.name,
-        "description": service.description,
-        "connect_timeout": service.connect_timeout,
-        "read_timeout": service.read_timeout,
-        "write_timeout": service.write_timeout,
-        "retries": service.retries,
-        "max_in_flight": service.max_in_flight,
+        field: getattr(service, field)
+        for field in (
+            "name",
+            "description",
+            "balancing",
+            "hash_on",
+            "hash_header",
+            "health_path",
+            "health_interval",
+            "health_timeout",
+            "healthy_threshold",
+            "unhealthy_threshold",
+            "breaker_failures",
+            "breaker_statuses",
+            "breaker_cooldown",
+            "connect_timeout",
+            "read_timeout",
+            "write_timeout",
+            "total_timeout",
+            "retries",
+            "retry_statuses",
+            "max_in_flight",
+        )
+    }
+    data |= {
         "targets-TOTAL_FORMS": len(targets),
         "targets-INITIAL_FORMS": len(targets),
         "targets-MIN_NUM_FORMS": 0,
         "targets-MAX_NUM_FORMS": 1000,
     }
-    if service.enabled:
-        data["enabled"] = "on"
+    for box in ("enabled", "allow_registration"):
+        if getattr(service, box):
+            data[box] = "on"
     for i, target in enumerate(targets):
         data |= {
             f"targets-{i}-id": target.pk,
@@ -294,3 +319,183 @@ def test_a_route_disabled_in_the_admin_answers_404_within_a_second(admin_client,
     assert response.status_code == 302
     assert served_within(lambda: client.get("/soon-off").status_code == 404) < 2.0
     assert client.get("/soon-off").json()["error"]["code"] == "route_not_found"
+
+
+def target_rows(page: str) -> dict[str, dict[str, str]]:
+    """The service page's targets table: each row by URL, its cells by column title."""
+    table = re.search(r'<table class="portier-targets">.*?</table>', page, re.S)
+    assert table is not None, "the page has no targets table"
+    rows = re.findall(r"<tr>(.*?)</tr>", table.group(0), re.S)[1:]  # after the header row
+    by_url = {}
+    for row in rows:
+        cells = [html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
+        by_url[cells[1]] = dict(zip(TARGET_COLUMNS, cells, strict=True))
+    return by_url
+
+
+@pytest.fixture
+def registered_instance(dead_url) -> Iterator[registry.Instance]:
+    """An instance of service `watched` that registered itself, at an address where nothing
+    listens; its metadata holds markup that the page must escape."""
+    instance, _ = registry.instance_register(
+        service="watched",
+        url=dead_url,
+        instance_id="w-1",
+        metadata={"zone": "eu-1", "note": "<script>alert(1)</script>"},
+    )
+    yield instance
+    registry.instance_deregister(service="watched", instance_id="w-1")
+
+
+@pytest.mark.django_db
+def test_the_service_page_shows_static_targets_and_registered_instances_with_their_health(
+    gateway, admin_client, upstream, registered_instance
+):
+    # The page reports this process's health board; the gateway's lifespan runs its monitor.
+    service = make_service(
+        "watched",
+        upstream.url,
+        allow_registration=True,
+        health_path="/healthz",
+        health_interval=0.3,
+        health_timeout=0.2,
+        healthy_threshold=1,
+        unhealthy_threshold=1,
+    )
+    publish()
+    page_url = f"/admin/routing/service/{service.pk}/change/"
+
+    def both_checked() -> bool:
+        rows = target_rows(admin_client.get(page_url).content.decode())
+        return {r["state"] for r in rows.values()} == {"healthy", "unhealthy"}
+
+    assert served_within(both_checked, seconds=10) < float("inf")
+    page = admin_client.get(page_url).content.decode()
+    rows = target_rows(page)
+    static, instance = rows[upstream.url], rows[registered_instance.url]
+    assert static | {"last check": "", "latency (ms)": ""} == {
+        "source": "static",
+        "URL": upstream.url,
+        "instance id": "-",
+        "weight": "100",
+        "state": "healthy",
+        "circuit": "closed",
+        "last check": "",
+        "latency (ms)": "",
+        "error": "-",
+        "in flight": "0",
+        "metadata": "-",
+    }
+    assert static["last check"] != "-" and static["latency (ms)"] != "-"
+    assert instance["source"] == "registered"
+    assert instance["instance id"] == "w-1"
+    assert instance["state"] == "unhealthy"
+    assert instance["circuit"] == "closed"
+    assert "ConnectError" in instance["error"]
+    assert instance["metadata"] == '{"note": "<script>alert(1)</script>", "zone": "eu-1"}'
+    assert "<script>" not in page
+    assert "Degraded: 1 of 2 available." in page
+
+
+@pytest.mark.django_db
+def test_the_service_page_says_when_the_service_is_not_served_yet(admin_client):
+    service = make_service("never-published", "http://10.0.0.5:8080")
+
+    page = admin_client.get(f"/admin/routing/service/{service.pk}/change/").content.decode()
+
+    assert "not in the configuration this process serves" in page
+    assert 'value="http://10.0.0.5:8080"' in page  # the static targets are still editable
+
+
+@pytest.mark.django_db
+def test_the_service_list_shows_balancing_and_health_without_a_query_per_row(gateway, admin_client):
+    make_service("listed-one", "http://10.0.0.5:8080", balancing="least_in_flight")
+    publish()
+    with CaptureQueriesContext(connection) as one_row:
+        page = admin_client.get("/admin/routing/service/").content.decode()
+    assert "Least in-flight requests" in page
+    assert "1/1 available" in page
+
+    make_service("listed-two", "http://10.0.0.6:8080", "http://10.0.0.7:8080")
+    make_service("listed-three", "http://10.0.0.8:8080")
+    publish()
+    make_service("listed-unserved", "http://10.0.0.9:8080")
+    with CaptureQueriesContext(connection) as four_rows:
+        page = admin_client.get("/admin/routing/service/").content.decode()
+
+    assert "2/2 available" in page
+    assert "not served" in page
+    assert len(four_rows) == len(one_row)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"health_path": "/healthz", "health_interval": 2, "health_timeout": 2},
+            "A probe must time out before the next one is due.",
+        ),
+        ({"retry_statuses": "502, 404"}, "'404' is not a 5xx status"),
+        (
+            {"balancing": "consistent_hash", "hash_on": "header", "hash_header": ""},
+            "Hashing on a header needs the header's name.",
+        ),
+    ],
+    ids=["probe-timeout", "retry-status", "hash-header"],
+)
+def test_it_refuses_a_bad_upstream_configuration_with_the_reason(admin_client, fields, message):
+    response = admin_client.post(
+        "/admin/routing/service/add/", service_form(Service(name="fragile"), **fields)
+    )
+
+    assert response.status_code == 200
+    assert message in html.unescape(response.content.decode())
+    assert not Service.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_saves_the_upstream_configuration_from_the_service_page(admin_client):
+    data = service_form(
+        Service(name="tuned"),
+        balancing="consistent_hash",
+        hash_on="header",
+        hash_header="X-Tenant",
+        health_path="/healthz",
+        health_interval=5,
+        health_timeout=1,
+        retry_statuses="504,502",
+        allow_registration=True,
+    )
+
+    response = admin_client.post("/admin/routing/service/add/", data)
+
+    assert response.status_code == 302
+    service = Service.objects.get(name="tuned")
+    assert (service.balancing, service.hash_on, service.hash_header) == (
+        "consistent_hash",
+        "header",
+        "X-Tenant",
+    )
+    assert (service.health_path, service.health_interval, service.health_timeout) == (
+        "/healthz",
+        5,
+        1,
+    )
+    assert service.retry_statuses == "502, 504"
+    assert service.allow_registration is True
+
+
+@pytest.mark.django_db
+def test_the_route_form_lets_unsafe_methods_be_retried(admin_client):
+    service = make_service("payments", "http://127.0.0.1:9001")
+
+    page = admin_client.get("/admin/routing/route/add/").content.decode()
+    response = admin_client.post(
+        "/admin/routing/route/add/",
+        route_form(name="pay", service=service.pk, path="/pay", retry_unsafe_methods="on"),
+    )
+
+    assert 'name="retry_unsafe_methods"' in page
+    assert response.status_code == 302
+    assert Route.objects.get(name="pay").retry_unsafe_methods is True

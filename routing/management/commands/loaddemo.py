@@ -25,7 +25,11 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args: Any, upstream: str, **options: Any) -> None:
         service, _ = Service.objects.update_or_create(
-            name="demo-echo", defaults={"description": "Echo upstream started by `dev.py run`."}
+            name="demo-echo",
+            defaults={
+                "description": "Echo upstream started by `dev.py run`.",
+                "health_path": "/health",  # the echo answers any path: healthy while it runs
+            },
         )
         Target.objects.update_or_create(service=service, url=upstream, defaults={"enabled": True})
         Route.objects.update_or_create(
