@@ -73,6 +73,9 @@ class RequestContext:
     audit_id: int | None = None  # the audit row of this request, once written
     audit_closed: bool = False
     upstream_seconds: float = 0.0
+    tier_name: str = ""  # the rate-limit tier that counted the request (metrics)
+    trace_id: str = ""  # W3C trace context: the trace this request belongs to
+    span_id: str = ""  # the gateway's own span in that trace (the upstream's parent)
     started: float = field(default_factory=time.perf_counter)
 
     def header(self, name: bytes) -> bytes | None:

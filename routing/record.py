@@ -1,34 +1,19 @@
-"""Stage 7, record: one access-log line per request, written after the answer was sent."""
+"""Stage 7, record: what happened to a request, once its answer was sent.
+
+Three independent sinks, each in its own module: Prometheus metrics (routing.metrics), the
+per-route traffic summary shown on the admin index (routing.traffic_stats), and one access-log
+line (routing.access_log).
+"""
 
 from __future__ import annotations
 
-import logging
-import time
-
+from routing import access_log, metrics, traffic_stats
 from routing.context import RequestContext
 
 __all__ = ["record"]
 
-logger = logging.getLogger("portier.access")
-
 
 def record(ctx: RequestContext, error_code: str | None = None) -> None:
-    if not logger.isEnabledFor(logging.INFO):
-        return
-    route = ctx.route
-    logger.info(
-        "request_id=%s method=%s path=%s route=%s service=%s target=%s status=%s "
-        "outcome=%s bytes_out=%d latency_ms=%.1f upstream_ms=%.1f client=%s",
-        ctx.request_id,
-        ctx.method,
-        ctx.path or "-",
-        route.name if route else "-",
-        route.service.name if route else "-",
-        ctx.target_url or "-",
-        ctx.status,
-        error_code or "ok",
-        ctx.bytes_out,
-        (time.perf_counter() - ctx.started) * 1000,
-        ctx.upstream_seconds * 1000,
-        ctx.client_ip or "-",
-    )
+    metrics.request_finished(ctx, error_code)
+    traffic_stats.request_finished(ctx, error_code)
+    access_log.request_finished(ctx, error_code)

@@ -1,0 +1,9 @@
+"""Prometheus metrics (placeholder: being written)."""
+
+from __future__ import annotations
+
+from routing.context import RequestContext
+
+
+def request_finished(ctx: RequestContext, error_code: str | None) -> None:
+    return None
