@@ -7,6 +7,7 @@ instances. PORTIER_ENV=production refuses to start with the development secret k
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import timedelta
 from pathlib import Path
 
@@ -137,19 +138,61 @@ if PRODUCTION:
     SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", True)
     CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", True)
 
+# One line per record on stdout: a JSON object (json, the default) or key=value text (console,
+# for development). A background thread writes them (gateway_site.logs), so a slow stdout never
+# blocks the event loop. Django's, uvicorn's and gunicorn's own loggers go through the same
+# handler, so every line has the same format.
+LOG_FORMAT = env_str("LOG_FORMAT", "json")
+if LOG_FORMAT not in {"json", "console"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'json' or 'console', got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "handlers": {
+        "stdout": {"()": "gateway_site.logs.queued_stdout", "log_format": LOG_FORMAT},
+    },
+    "root": {"handlers": ["stdout"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {
         "portier.access": {"level": env_str("ACCESS_LOG_LEVEL", "INFO")},
         # httpx logs every upstream request at INFO; the access log already has them.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        # Their own handlers (Django's default config, the servers') would write other formats.
+        # gunicorn's master never loads Django: its few lines keep gunicorn's format.
+        **{
+            name: {"handlers": [], "level": "INFO", "propagate": True}
+            for name in ("django", "django.server", "uvicorn", "uvicorn.error", "gunicorn.error")
+        },
+        # uvicorn writes its access line only when this logger has a handler: the gateway's own
+        # access log replaces it (gateway_site.serve turns it off; dictConfig would re-enable it).
+        "uvicorn.access": {"handlers": [], "propagate": False},
     },
 }
+
+# W3C trace context (routing.tracing): the share of new traces marked sampled (flags 01) when a
+# request arrives without a valid traceparent; a caller's own decision is always kept.
+PORTIER_TRACE_SAMPLE_RATIO = env_float("PORTIER_TRACE_SAMPLE_RATIO", 1.0)
+if not 0.0 <= PORTIER_TRACE_SAMPLE_RATIO <= 1.0:
+    raise ImproperlyConfigured("PORTIER_TRACE_SAMPLE_RATIO must be between 0 and 1")
+# OpenTelemetry spans for the pipeline's stages and the upstream call, exported over OTLP to
+# OTEL_EXPORTER_OTLP_ENDPOINT (the SDK reads the standard OTEL_* variables). Needs the `otel` extra.
+PORTIER_OTEL_ENABLED = env_bool("PORTIER_OTEL_ENABLED", False)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+if PORTIER_OTEL_ENABLED and not (
+    _installed("opentelemetry.sdk.trace") and _installed("opentelemetry.exporter.otlp.proto.http")
+):
+    raise ImproperlyConfigured(
+        "PORTIER_OTEL_ENABLED=true needs OpenTelemetry: pip install 'portier[otel]' "
+        "(opentelemetry-sdk and opentelemetry-exporter-otlp-proto-http), or unset it"
+    )
 
 # --- Portier -------------------------------------------------------------------------------------
 # How often each process checks the cache for a new configuration version (seconds).
@@ -168,6 +211,14 @@ PORTIER_OPS_NETWORKS = env_list(
     ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
 )
 PORTIER_OPS_TOKEN = env_str("PORTIER_OPS_TOKEN")
+# Prometheus metrics at /metrics (operators only, as above). With several worker processes
+# (gunicorn), prometheus-client's multiprocess mode keeps each process's values in files in this
+# directory and /metrics sums them; gateway_site/gunicorn.conf.py sets it to a fresh directory
+# when unset and empties it at start. It must be in the environment before the process starts
+# (prometheus-client reads it at import). Unset: one process, values in memory.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured("PROMETHEUS_MULTIPROC_DIR must name an existing directory")
 # Percent-encoded slashes/backslashes let a path look like one route to the gateway and another to
 # an upstream that decodes them; they are refused unless explicitly allowed.
 PORTIER_ALLOW_ENCODED_SLASHES = env_bool("PORTIER_ALLOW_ENCODED_SLASHES", False)

@@ -19,6 +19,7 @@ urlpatterns = [
     path("auth/", include("accounts.urls")),
     path("health", views.health),
     path("health/services", views.health_services),
+    path("metrics", views.metrics),
     path("registry/", include("routing.registry_urls")),
     re_path(r"^(?:admin|auth|health|metrics|registry|static)(?:/|$)", views.reserved_not_found),
     re_path(r"", views.proxy),

@@ -16,6 +16,7 @@ from audit.recording import audit_close
 from routing import pipeline
 from routing.client_ip import resolve_client_ip
 from routing.context import GatewayResponse, RequestContext
+from routing.metrics import IN_FLIGHT
 from routing.record import record
 from routing.snapshot import holder
 
@@ -72,6 +73,14 @@ def context_from_scope(scope: Scope, receive: Any) -> RequestContext:
 
 
 async def proxy_app(scope: Scope, receive: Any, send: Any) -> None:
+    IN_FLIGHT.inc()
+    try:
+        await _proxy(scope, receive, send)
+    finally:
+        IN_FLIGHT.dec()
+
+
+async def _proxy(scope: Scope, receive: Any, send: Any) -> None:
     ctx = context_from_scope(scope, receive)
     response = await pipeline.run(ctx)
     if response.stream is None:  # a fixed answer is known whole: complete its row before sending

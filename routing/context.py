@@ -76,6 +76,8 @@ class RequestContext:
     tier_name: str = ""  # the rate-limit tier that counted the request (metrics)
     trace_id: str = ""  # W3C trace context: the trace this request belongs to
     span_id: str = ""  # the gateway's own span in that trace (the upstream's parent)
+    trace_flags: str = "00"  # "01" when sampled
+    parent_span_id: str = ""  # the caller's span, when it sent a valid traceparent
     started: float = field(default_factory=time.perf_counter)
 
     def header(self, name: bytes) -> bytes | None:

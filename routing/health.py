@@ -17,6 +17,7 @@ thread rebuilds from the cache every PORTIER_HEALTH_SYNC_INTERVAL. Passive outco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -30,7 +31,7 @@ import httpx
 from django.conf import settings
 from django.core.cache import cache
 
-from routing import registry
+from routing import registry, traffic_stats
 from routing.snapshot import HealthCheckSpec, ServiceSpec, TargetSpec, holder
 
 __all__ = [
@@ -252,6 +253,9 @@ class Monitor:
             self.last_error = f"{type(exc).__name__}: {exc}"
         else:
             self.last_error = None
+        # Apart from health: a failed flush keeps its counts for the next tick (and logs once).
+        with contextlib.suppress(Exception):
+            traffic_stats.flush()
 
     @staticmethod
     def _flush_writes() -> None:

@@ -69,6 +69,7 @@ async def limit(ctx: RequestContext) -> None:
                 [(b"retry-after", b"1")],
             ) from None
         return  # fail open: served without a count (logged when Redis went down)
+    ctx.tier_name = tier.name
     reset = max(0, counted.window_end - int(time.time()))
     remaining = max(0, tier.limit - counted.count)
     headers = [

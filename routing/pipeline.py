@@ -2,7 +2,9 @@
 
 Each stage reads and fills the shared RequestContext and may end the request by raising
 GatewayError. A crashing stage becomes a 500 with the standard body; recording still happens in
-the entry once the answer is sent. Later stages (rate limits, audit) slot into STAGES.
+the entry once the answer is sent. Later stages (rate limits, audit) slot into STAGES. Every
+request first joins or starts a W3C trace (routing.tracing); with OpenTelemetry on, the stages
+and the upstream call run inside spans.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from audit.recording import audit_deny, audit_open, is_audited
+from routing import tracing
 from routing.access import authorize
 from routing.context import GatewayError, GatewayResponse, RequestContext
 from routing.errors import error_response
@@ -40,16 +43,34 @@ def request_id_from(value: bytes | None) -> str:
 
 
 async def run(ctx: RequestContext) -> GatewayResponse:
+    tracing.begin(ctx)
+    spans = tracing.otel()
+    if spans is None:
+        return await _run(ctx, STAGES, forward)
+    # The server span ends with the answer's headers; a streamed body outlasts it.
+    with spans.request_span(ctx):
+        return await _run(ctx, spans.stages(STAGES), spans.forward(forward))
+
+
+async def _run(
+    ctx: RequestContext,
+    stages: tuple[Stage, ...],
+    send: Callable[[RequestContext], Awaitable[GatewayResponse]],
+) -> GatewayResponse:
     try:
-        for stage in STAGES:
+        for stage in stages:
             await stage(ctx)
         if is_audited(ctx):
             await audit_open(ctx)  # committed before the upstream is called, or 503
-        response = await forward(ctx)
+        response = await send(ctx)
     except GatewayError as exc:
         response = await _error(ctx, exc)
     except Exception:
-        logger.exception("pipeline failed for request %s", ctx.request_id)
+        logger.exception(
+            "pipeline failed for request %s",
+            ctx.request_id,
+            extra={"request_id": ctx.request_id, "trace_id": ctx.trace_id},
+        )
         response = await _error(
             ctx, GatewayError(500, "internal_error", "The gateway failed to handle the request.")
         )

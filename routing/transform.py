@@ -11,6 +11,7 @@ import re
 
 from django.conf import settings
 
+from routing import tracing
 from routing.context import GatewayError, Headers, RequestContext
 from routing.snapshot import RouteSpec
 
@@ -39,9 +40,18 @@ HOP_BY_HOP = frozenset(
 IDENTITY_HEADERS = frozenset({b"x-user-id", b"x-user-role", b"x-user-roles", b"x-user-email"})
 _CREDENTIALS = frozenset({b"authorization", b"x-api-key"})
 # Headers the gateway sets itself on the upstream request. Expect is answered by the gateway's
-# own server (100-continue), so the upstream must not wait for a second handshake.
+# own server (100-continue), so the upstream must not wait for a second handshake. The trace
+# context is the gateway's own (routing.tracing), the caller's tracestate re-added when valid.
 _REPLACED = frozenset(
-    {b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-request-id", b"expect"}
+    {
+        b"host",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"x-request-id",
+        b"expect",
+        b"traceparent",
+        b"tracestate",
+    }
 )
 
 
@@ -90,6 +100,10 @@ async def transform(ctx: RequestContext) -> None:
     if ctx.host:
         headers.append((b"x-forwarded-host", (ctx.header(b"host") or b"").strip()))
     headers.append((b"x-request-id", ctx.request_id.encode()))
+    headers.append((b"traceparent", tracing.traceparent(ctx)))
+    state = tracing.tracestate(ctx)
+    if state is not None:
+        headers.append((b"tracestate", state))
     identity = ctx.identity
     if identity is not None:
         headers.append((b"x-user-id", identity.subject.encode()))

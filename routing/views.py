@@ -22,6 +22,7 @@ from routing.context import GatewayResponse, RequestContext
 from routing.errors import error_body
 from routing.forward import close_clients
 from routing.health import monitor as health_monitor
+from routing.metrics import IN_FLIGHT, exposition
 from routing.record import record
 from routing.snapshot import holder
 from routing.status import services_report
@@ -29,6 +30,7 @@ from routing.status import services_report
 __all__ = [
     "health",
     "health_services",
+    "metrics",
     "not_found",
     "proxy",
     "reserved_not_found",
@@ -39,6 +41,16 @@ __all__ = [
 @csrf_exempt
 async def proxy(request: HttpRequest) -> HttpResponse:
     """Run the gateway pipeline for a request that reached Django's own handler."""
+    IN_FLIGHT.inc()
+    try:
+        # A streamed answer leaves the count when the view returns, before its body is sent:
+        # this entry serves tests and runserver, the served stack counts in routing.asgi_entry.
+        return await _proxy(request)
+    finally:
+        IN_FLIGHT.dec()
+
+
+async def _proxy(request: HttpRequest) -> HttpResponse:
     if not holder.running:
         await sync_to_async(holder.start, thread_sensitive=False)()
         health_monitor.start()
@@ -191,6 +203,17 @@ def health_services(request: HttpRequest) -> HttpResponse:
     health_monitor.start()
     ok, report = services_report(holder.current)
     return JsonResponse(report, status=200 if ok else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics of this instance (every worker process). They name routes, services
+    and upstream addresses, so only operators may read them."""
+    if not _is_operator(request):
+        return _json_error(403, "forbidden", "This endpoint is for operators only.")
+    holder.start()
+    health_monitor.start()
+    body, content_type = exposition(request.headers.get("Accept", ""))
+    return HttpResponse(body, content_type=content_type)
 
 
 def _is_operator(request: HttpRequest) -> bool:

@@ -76,7 +76,7 @@ def test_health_is_answered_by_the_gateway_even_with_a_catch_all_route(client, u
 
 
 @pytest.mark.parametrize(
-    "path", ["/metrics", "/auth/x", "/auth/tokens", "/health/nope", "/static/x"]
+    "path", ["/metrics/x", "/auth/x", "/auth/tokens", "/health/nope", "/static/x"]
 )
 def test_it_answers_unknown_gateway_paths_with_a_json_404(client, upstream, path):
     make_route(make_service("all", upstream.url), "/")

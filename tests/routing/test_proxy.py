@@ -409,7 +409,7 @@ def test_reserved_paths_are_never_proxied(client, upstream):
     make_route(make_service("all", upstream.url), "/", match_type="prefix")
     publish()
 
-    metrics = client.get("/metrics")
+    metrics = client.get("/metrics/anything")  # reserved below /metrics too
     escaped = _raw_request(client, "GET /x/../admin/login/ HTTP/1.1\r\nHost: x\r\n\r\n")
 
     assert metrics.status_code == 404
