@@ -225,6 +225,10 @@ PORTIER_ALLOW_ENCODED_SLASHES = env_bool("PORTIER_ALLOW_ENCODED_SLASHES", False)
 # Upstream connection pool per process.
 PORTIER_UPSTREAM_MAX_CONNECTIONS = env_int("PORTIER_UPSTREAM_MAX_CONNECTIONS", 512)
 PORTIER_UPSTREAM_KEEPALIVE = env_int("PORTIER_UPSTREAM_KEEPALIVE", 128)
+# Seconds an idle upstream connection is kept for reuse. Keep it below the upstreams' own idle
+# timeout (uvicorn and Node: 5 s): an upstream that closes a connection just as the gateway
+# reuses it fails that request, and a POST is not retried.
+PORTIER_UPSTREAM_KEEPALIVE_EXPIRY = env_float("PORTIER_UPSTREAM_KEEPALIVE_EXPIRY", 4.0)
 
 # `manage.py audit_purge` (run it daily from cron) deletes audit rows older than this many days.
 PORTIER_AUDIT_RETENTION_DAYS = env_int("PORTIER_AUDIT_RETENTION_DAYS", 90)

@@ -47,7 +47,7 @@ def upstream_client() -> AiohttpTransport:
         limits = httpx.Limits(
             max_connections=settings.PORTIER_UPSTREAM_MAX_CONNECTIONS,
             max_keepalive_connections=settings.PORTIER_UPSTREAM_KEEPALIVE,
-            keepalive_expiry=30.0,
+            keepalive_expiry=settings.PORTIER_UPSTREAM_KEEPALIVE_EXPIRY,
         )
         client = AiohttpTransport(limits)
         _clients[loop] = client
