@@ -43,7 +43,7 @@ def gateway_env(workdir: Path, redis_url: str | None, key_prefix: str, port: int
             "DATABASE_URL": f"sqlite:///{workdir / 'gateway.sqlite3'}",
             "CACHE_KEY_PREFIX": key_prefix,
             "LOG_LEVEL": "WARNING",
-            # BENCH_ACCESS_LOG_LEVEL=INFO measures with the access log on (lines go to the log file).
+            # BENCH_ACCESS_LOG_LEVEL=INFO: the access log on (its lines go to the log file).
             "ACCESS_LOG_LEVEL": os.environ.get("BENCH_ACCESS_LOG_LEVEL", "WARNING"),
             "WEB_CONCURRENCY": "1",
             "PORTIER_BIND": f"127.0.0.1:{port}",
