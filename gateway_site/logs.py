@@ -1,28 +1,27 @@
 """How every log line is written: JSON objects (LOG_FORMAT=json) or key=value text (console),
-handed to a background thread so a slow stdout never blocks the event loop.
+written to stdout by a background thread so a slow stdout never blocks the event loop.
 
-settings.LOGGING names `queued_stdout` as the one root handler. Records are queued as they are;
-the listener thread formats and writes them, so JSON encoding is off the event loop as well.
-A record whose message is a dict (the access log's) becomes that object's fields.
+settings.LOGGING names `batched_stdout` as the one root handler. A record whose message is a
+dict (the access log's) becomes that object's fields.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import sys
+import threading
+from collections import deque
 from datetime import UTC, datetime
-from logging.handlers import QueueHandler, QueueListener
-from typing import Any
+from typing import IO, Any
 
 from pythonjsonlogger.core import RESERVED_ATTRS
-from pythonjsonlogger.json import JsonFormatter as _BaseJsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
-__all__ = ["ConsoleFormatter", "JsonFormatter", "queued_stdout"]
+__all__ = ["BatchedStdoutHandler", "ConsoleFormatter", "JsonFormatter", "batched_stdout"]
 
 
-class JsonFormatter(_BaseJsonFormatter):
+class JsonFormatter(OrjsonFormatter):
     """`{"time", "level", "logger", "message"?, ...fields}` on one line."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -66,48 +65,94 @@ def _console_value(value: object) -> str:
     return f'"{text}"' if " " in text or '"' in text else text
 
 
-class _DeferredQueueHandler(QueueHandler):
-    """Queues records unformatted: the listener's handler formats them in its own thread.
+class BatchedStdoutHandler(logging.Handler):
+    """Formats on the caller's thread, writes to stdout from a thread of its own, in batches.
 
-    The stdlib QueueHandler formats in the caller (on the event loop); binding %-arguments now
-    is enough to keep the message as it was when logged.
+    Measured (bench, access log on): handing every record to a QueueListener thread woke that
+    thread once per request, and the GIL passed back and forth with the event loop at each line;
+    formatting here (orjson: ~6 µs a line) and writing every 50 ms wakes the writer ~20 times a
+    second whatever the traffic. A slow or blocked stdout never blocks the caller: past
+    MAX_PENDING lines waiting, new lines are dropped and the drop is counted in the next batch.
     """
 
-    def __init__(self, target: logging.Handler) -> None:
-        super().__init__(queue.SimpleQueue())
-        self.listener = QueueListener(self.queue, target)
-        self.listener.start()
+    MAX_PENDING = 100_000
+    INTERVAL = 0.05  # seconds between batches
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__()
+        self.stream = stream
+        self._pending: deque[str] = deque()
+        self._dropped = 0
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._start()
         os.register_at_fork(after_in_child=self._restart_in_child)
 
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        if record.args and not isinstance(record.msg, dict):
-            record.msg = record.getMessage()
-            record.args = None
-        return record
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        if len(self._pending) >= self.MAX_PENDING:
+            self._dropped += 1
+            return
+        self._pending.append(line)
+
+    def flush(self) -> None:
+        """Write what is waiting now (logging.shutdown() calls it at exit)."""
+        # Not the handler's own lock, which emit() runs under: a slow write must not block it.
+        with self._write_lock:
+            lines = []
+            while self._pending:
+                lines.append(self._pending.popleft())
+            if self._dropped:
+                lines.append(self._dropped_line())
+            if lines:
+                stream = self.stream or sys.stdout
+                stream.write("\n".join(lines) + "\n")
+                stream.flush()
+
+    def _dropped_line(self) -> str:
+        dropped, self._dropped = self._dropped, 0
+        message = f"{dropped} log lines dropped: stdout is not keeping up"
+        record = logging.LogRecord(
+            "portier.logs", logging.WARNING, __file__, 0, message, None, None
+        )
+        return self.format(record)
 
     def close(self) -> None:
-        # logging.shutdown() closes handlers at exit: write out what is still queued first.
-        if self.listener._thread is not None:
-            self.listener.stop()
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        self.flush()
         super().close()
 
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="portier-log-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self.INTERVAL)
+            try:
+                self.flush()
+            except Exception:  # stdout gone (closed pipe): keep serving, drop the batch
+                self._pending.clear()
+
     def _restart_in_child(self) -> None:
-        # After a fork (gunicorn --preload) the parent's thread does not exist in the child.
-        if self.listener._thread is None:  # closed before the fork
-            return
-        self.queue = self.listener.queue = queue.SimpleQueue()
-        self.listener._thread = None
-        self.listener.start()
+        # After a fork (gunicorn --preload) the parent's writer thread does not exist here.
+        if not self._closed:
+            self._start()
 
 
-def queued_stdout(log_format: str = "json") -> QueueHandler:
-    """The root handler (a logging.config factory): a queue drained to stdout by a thread.
-
-    Python 3.12's dictConfig "queue" handlers would do this; on 3.11 the listener is started
-    here, and stopped (queue drained) when logging shuts down at exit.
-    """
+def batched_stdout(log_format: str = "json") -> BatchedStdoutHandler:
+    """The root handler (a logging.config factory): lines formatted here, written in batches."""
     if log_format not in {"json", "console"}:
         raise ValueError(f"log format must be 'json' or 'console', got {log_format!r}")
-    stream = logging.StreamHandler(sys.stdout)
-    stream.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
-    return _DeferredQueueHandler(stream)
+    handler = BatchedStdoutHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else ConsoleFormatter())
+    return handler

@@ -149,7 +149,7 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {
-        "stdout": {"()": "gateway_site.logs.queued_stdout", "log_format": LOG_FORMAT},
+        "stdout": {"()": "gateway_site.logs.batched_stdout", "log_format": LOG_FORMAT},
     },
     "root": {"handlers": ["stdout"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {

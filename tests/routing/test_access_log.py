@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import subprocess
@@ -10,7 +11,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from logging.handlers import QueueHandler
 
 import jwt
 import pytest
@@ -19,7 +19,7 @@ from django.contrib.auth.models import Group
 
 from accounts.models import User
 from accounts.services import api_key_issue
-from gateway_site.logs import ConsoleFormatter, JsonFormatter, queued_stdout
+from gateway_site.logs import BatchedStdoutHandler, ConsoleFormatter, JsonFormatter
 from tests.conftest import make_route, make_service, publish, received
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -205,31 +205,67 @@ def test_the_console_format_writes_key_value_fields():
     assert line.endswith('INFO portier.access request_id=r1 route=- path="/a b" status=200')
 
 
-def test_the_root_handler_writes_on_a_thread_of_its_own(capsys):
-    assert any(isinstance(h, QueueHandler) for h in logging.getLogger().handlers)
-    handler = queued_stdout("json")
+def test_the_root_handler_writes_on_a_thread_of_its_own():
+    assert any(isinstance(h, BatchedStdoutHandler) for h in logging.getLogger().handlers)
     writers: list[str] = []
-    target = handler.listener.handlers[0]
-    original_emit = target.emit
 
-    def emit(record: logging.LogRecord) -> None:
-        writers.append(threading.current_thread().name)
-        original_emit(record)
+    class Stream(io.StringIO):
+        def write(self, text: str) -> int:
+            writers.append(threading.current_thread().name)
+            return super().write(text)
 
-    target.emit = emit  # type: ignore[method-assign]
-    logger = logging.getLogger("portier.test.queued")
+    stream = Stream()
+    handler = BatchedStdoutHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("portier.test.batched")
     logger.addHandler(handler)
     logger.propagate = False
     try:
         logger.warning("slow %s", "stdout", extra={"request_id": "r9"})
+        deadline = time.monotonic() + 5
+        while not stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
         logger.removeHandler(handler)
         logger.propagate = True
-        handler.close()  # drains the queue, as logging.shutdown() does at exit
+        handler.close()
 
-    line = json.loads(capsys.readouterr().out)
+    line = json.loads(stream.getvalue())
     assert (line["message"], line["request_id"]) == ("slow stdout", "r9")
-    assert writers and writers[0] != threading.current_thread().name
+    assert writers == ["portier-log-writer"]
+
+
+def test_lines_waiting_at_exit_are_written_not_lost():
+    stream = io.StringIO()
+    handler = BatchedStdoutHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    record = logging.LogRecord("portier.t", logging.INFO, __file__, 1, "last words", None, None)
+    for _ in range(3):
+        handler.handle(record)
+
+    handler.close()  # as logging.shutdown() does at exit
+
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == [
+        "last words"
+    ] * 3
+
+
+def test_a_stdout_that_does_not_keep_up_drops_lines_and_says_so(monkeypatch):
+    stream = io.StringIO()
+    monkeypatch.setattr(BatchedStdoutHandler, "MAX_PENDING", 2)
+    monkeypatch.setattr(BatchedStdoutHandler, "INTERVAL", 60.0)  # no batch until close
+    handler = BatchedStdoutHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    record = logging.LogRecord("portier.t", logging.INFO, __file__, 1, "line", None, None)
+    for _ in range(5):
+        handler.handle(record)
+
+    handler.close()
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines[:2]] == ["line", "line"]
+    assert lines[2]["message"] == "3 log lines dropped: stdout is not keeping up"
+    assert len(lines) == 3
 
 
 @pytest.mark.parametrize(
