@@ -7,29 +7,21 @@ and URL, never shows up in another. The machine may be busy: waits poll against 
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 
 from routing.echo_upstream import EchoUpstream
 from routing.snapshot import holder
 from tests.conftest import make_route, make_service, publish
-from tests.servers import ServerThread, free_port
+from tests.servers import ServerThread, gateway_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[2]
 SYNC_INTERVAL = 0.1  # every gateway process's PORTIER_HEALTH_SYNC_INTERVAL here
 SLACK = 3.0  # seconds a wait may run past its due time (expected: under one); the box is shared
 FAST_CHECKS: dict[str, Any] = {
@@ -92,47 +84,8 @@ def start_upstream() -> Iterator[Callable[[str], Upstream]]:
 @pytest.fixture(scope="module")
 def two_gateways(django_db_setup: Any) -> Iterator[list[str]]:
     """Two more gateway processes sharing this test run's Redis (and nothing else)."""
-    workdir = tempfile.mkdtemp(prefix="portier-hc-")
-    env = {
-        **os.environ,
-        # The snapshot comes from Redis; an empty database file makes sure these processes
-        # never publish a configuration of their own.
-        "DATABASE_URL": f"sqlite:///{workdir}/empty.sqlite3",
-        "REDIS_URL": settings.REDIS_URL,
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-        "PORTIER_CONFIG_POLL_INTERVAL": "0.1",
-        "PORTIER_HEALTH_SYNC_INTERVAL": str(SYNC_INTERVAL),
-        "LOG_LEVEL": "WARNING",
-    }
-    ports = [free_port(), free_port()]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "gateway_site.serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    try:
-        deadline = time.monotonic() + 20
-        for url in urls:
-            while True:
-                try:
-                    if httpx.get(url + "/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "gateway process did not start"
-                time.sleep(0.1)
+    with gateway_processes(PORTIER_HEALTH_SYNC_INTERVAL=str(SYNC_INTERVAL)) as urls:
         yield urls
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(timeout=10)
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def wait_for(condition: Callable[[], Any], seconds: float, what: str) -> Any:

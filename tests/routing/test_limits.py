@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,11 +20,9 @@ from routing import limits
 from routing.models import RateLimitTier, RolePolicy, RouteTierOverride
 from routing.snapshot import holder
 from tests.conftest import make_route, make_service, publish, received
-from tests.servers import free_port
+from tests.servers import free_port, gateway_processes
 
 pytestmark = pytest.mark.django_db
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def tier(rate: str, key: str = "route", **fields: Any) -> RateLimitTier:
@@ -175,44 +169,8 @@ def test_exactly_the_limit_passes_under_concurrent_load(client, upstream, settin
 @pytest.fixture(scope="module")
 def two_gateways(django_db_setup: Any) -> Iterator[list[str]]:
     """Two more gateway processes sharing this test run's Redis (and nothing else)."""
-    workdir = tempfile.mkdtemp(prefix="portier-gw-")
-    env = {
-        **os.environ,
-        # The snapshot comes from Redis; an empty database file makes sure these processes
-        # never publish a configuration of their own.
-        "DATABASE_URL": f"sqlite:///{workdir}/empty.sqlite3",
-        "REDIS_URL": settings.REDIS_URL,
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-        "PORTIER_CONFIG_POLL_INTERVAL": "0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    ports = [free_port(), free_port()]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "gateway_site.serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    deadline = time.monotonic() + 20
-    for url in urls:
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "gateway process did not start"
-            time.sleep(0.1)
-    yield urls
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with gateway_processes() as urls:
+        yield urls
 
 
 def _serving(url: str, token: str) -> bool:

@@ -8,31 +8,24 @@ is counted just after its answer is sent, so reads poll briefly until the counts
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from routing.models import RateLimitTier, RolePolicy
 from routing.snapshot import holder
 from tests.conftest import make_route, make_service, publish
-from tests.servers import free_port
+from tests.servers import gateway_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-ROOT = Path(__file__).resolve().parents[2]
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -271,45 +264,11 @@ def test_target_gauges_show_a_dead_target(client, upstream, dead_url, settings):
 def gateways_sharing_metrics(django_db_setup: Any) -> Iterator[list[str]]:
     """Two gateway processes that share this run's Redis and one metrics directory, as gunicorn's
     workers do (gateway_site/gunicorn.conf.py)."""
-    workdir = tempfile.mkdtemp(prefix="portier-met-")
-    metrics_dir = os.path.join(workdir, "metrics")
-    os.mkdir(metrics_dir)
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir}/empty.sqlite3",  # config comes from Redis only
-        "REDIS_URL": settings.REDIS_URL,
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-        "PORTIER_CONFIG_POLL_INTERVAL": "0.1",
-        "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
-        "LOG_LEVEL": "WARNING",
-    }
-    ports = [free_port(), free_port()]
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "gateway_site.serve", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for port in ports
-    ]
-    urls = [f"http://127.0.0.1:{port}" for port in ports]
-    deadline = time.monotonic() + 20
-    for url in urls:
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "gateway process did not start"
-            time.sleep(0.1)
-    yield urls
-    for process in processes:
-        process.terminate()
-        process.wait(timeout=10)
-    shutil.rmtree(workdir, ignore_errors=True)
+    with (
+        tempfile.TemporaryDirectory(prefix="portier-met-") as metrics_dir,
+        gateway_processes(PROMETHEUS_MULTIPROC_DIR=metrics_dir) as urls,
+    ):
+        yield urls
 
 
 def test_worker_processes_are_summed_by_either_ones_metrics(gateways_sharing_metrics, upstream):
