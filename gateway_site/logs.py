@@ -140,12 +140,17 @@ class BatchedStdoutHandler(logging.Handler):
             self._wake.wait(self.INTERVAL)
             try:
                 self.flush()
-            except Exception:  # stdout gone (closed pipe): keep serving, drop the batch
+            except Exception:  # stdout gone (closed pipe): keep serving; count what is lost
+                self._dropped += len(self._pending)
                 self._pending.clear()
 
     def _restart_in_child(self) -> None:
         # After a fork (gunicorn --preload) the parent's writer thread does not exist here.
         if not self._closed:
+            # The parent's lines are the parent's to write; a lock held mid-flush by the parent's
+            # writer would stay held here for ever.
+            self._pending = deque()
+            self._write_lock = threading.Lock()
             self._start()
 
 

@@ -204,12 +204,10 @@ PORTIER_RESERVED_PATHS = ("/admin", "/auth", "/health", "/metrics", "/registry",
 PORTIER_HEALTH_SYNC_INTERVAL = env_float("PORTIER_HEALTH_SYNC_INTERVAL", 0.5)
 # The role (group) whose API keys or tokens may register instances over /registry/.
 PORTIER_REGISTRAR_ROLE = env_str("PORTIER_REGISTRAR_ROLE", "registrar")
-# Who may read the operator endpoints that show internal addresses (/health/services): callers
-# from these networks (CIDRs), or with `Authorization: Bearer <PORTIER_OPS_TOKEN>`.
-PORTIER_OPS_NETWORKS = env_list(
-    "PORTIER_OPS_NETWORKS",
-    ["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"],
-)
+# Who may read the operator endpoints, which show internal addresses (/health/services, /metrics):
+# callers from these networks (CIDRs), or with `Authorization: Bearer <PORTIER_OPS_TOKEN>`.
+# Loopback only by default: behind a load balancer every client arrives from its private address.
+PORTIER_OPS_NETWORKS = env_list("PORTIER_OPS_NETWORKS", ["127.0.0.0/8", "::1/128"])
 PORTIER_OPS_TOKEN = env_str("PORTIER_OPS_TOKEN")
 # Prometheus metrics at /metrics (operators only, as above). With several worker processes
 # (gunicorn), prometheus-client's multiprocess mode keeps each process's values in files in this

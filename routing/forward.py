@@ -10,7 +10,6 @@ jar. The response body is relayed chunk by chunk and never held whole in memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -30,7 +29,6 @@ logger = logging.getLogger("portier.forward")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_BODY_LIMIT = 64 * 1024  # bytes of request body held to allow a retry
-_UNBOUNDED = contextlib.nullcontext()
 _clients: dict[asyncio.AbstractEventLoop, AiohttpTransport] = {}
 _in_flight: Counter[str] = Counter()
 
@@ -135,12 +133,6 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + service.total_timeout if service.total_timeout else None
-    # One attempt without a body cannot outlast connect + read timeouts, which aiohttp enforces:
-    # the budget's timer (~4% of a small request's CPU, bench --profile) is armed only when it
-    # can fire first, or once a retry begins.
-    first_bounded = not ctx.has_body and service.connect_timeout + service.read_timeout <= (
-        service.total_timeout or float("inf")
-    )
     tried: set[str] = set()
     target = balancer.pick(service, ctx, tried)
     if target is None:
@@ -148,7 +140,9 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
             503, "upstream_unavailable", "No healthy target of the service is available."
         )
     for attempt in range(attempts):
-        last = attempt + 1 == attempts or (deadline is not None and loop.time() >= deadline)
+        if attempt and deadline is not None and loop.time() >= deadline:
+            raise GatewayError(504, "upstream_timeout", "The upstream did not answer in time.")
+        last = attempt + 1 == attempts
         tried.add(target.sid)
         ctx.target_url = target.key
         request = httpx.Request(
@@ -159,9 +153,10 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
             extensions={"timeout": service.timeout},
         )
         balancer.in_flight[target.sid] += 1
-        budget = _UNBOUNDED if attempt == 0 and first_bounded else asyncio.timeout_at(deadline)
         try:
-            async with budget:
+            # The budget also bounds the wait for a free pooled connection, which aiohttp's own
+            # timeouts do not: a full pool is this process's state, never a target's failure.
+            async with asyncio.timeout_at(deadline):
                 response = await client.handle_async_request(request)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # The request never reached the upstream: safe to send again, anywhere.
@@ -174,7 +169,13 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
             raise GatewayError(
                 502, "upstream_unavailable", "The upstream refused the connection."
             ) from None
-        except (httpx.TimeoutException, TimeoutError):
+        except TimeoutError:  # the service's budget ran out: not this attempt's target's fault
+            balancer.in_flight[target.sid] -= 1
+            health.forget_trial(target)
+            raise GatewayError(
+                504, "upstream_timeout", "The upstream did not answer in time."
+            ) from None
+        except httpx.TimeoutException:
             _done(service, target, ok=False)
             raise GatewayError(
                 504, "upstream_timeout", "The upstream did not answer in time."

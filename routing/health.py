@@ -96,7 +96,7 @@ _writes: deque[tuple[str, str]] = deque()  # ("open" / "close" / "release", stat
 def usable(target: TargetSpec) -> bool:
     """May the balancer pick this target now? Takes the half-open trial when this process won it."""
     sid = target.sid
-    if sid not in board.down or sid in _closed_here:
+    if sid not in board.down:
         return True
     if sid in _trials_granted:
         _trials_granted.discard(sid)
@@ -125,10 +125,10 @@ def observe(service: ServiceSpec, target: TargetSpec, ok: bool) -> None:
         elif sid in _failures:
             del _failures[sid]
         return
-    if not service.breaker_failures:
-        return
     trial = sid in _trials_in_flight
     _trials_in_flight.discard(sid)
+    if not service.breaker_failures:
+        return
     failures = _failures.get(sid, 0) + 1
     if not trial and failures < service.breaker_failures:
         _failures[sid] = failures
@@ -357,6 +357,7 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
     registered: dict[str, tuple[TargetSpec, ...]] = {}
     metadata: dict[str, dict[str, Any]] = {}
     checked: dict[str, bool] = {}  # state id -> does its service run active checks
+    no_breaker: set[str] = set()  # targets of services whose circuit breaker is off
     for service in services:
         # An address already in the pool (a static target, or another registration) is not
         # added twice: it would get a double share of the traffic.
@@ -374,6 +375,8 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
             metadata[instance.target.sid] = instance.metadata
         for target in service.targets + targets:
             checked[target.sid] = service.health is not None
+            if not service.breaker_failures:
+                no_breaker.add(target.sid)
     keys = [ACTIVE_KEY.format(sid) for sid in checked] + [
         CIRCUIT_KEY.format(sid) for sid in checked
     ]
@@ -388,13 +391,18 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
             if not state.get("up", True):
                 down.add(sid)
         until = found.get(CIRCUIT_KEY.format(sid))
-        if until is not None and sid not in _closed_here:
+        # A breaker turned off in the admin lets its open circuits go at once.
+        if until is not None and sid not in _closed_here and sid not in no_breaker:
             circuits[sid] = float(until)
             down.add(sid)
     # The writes are flushed at the start of each round: what the cache now says is the truth,
     # except for circuits opened or closed since (read at the end of the round, below).
     for sid, until in list(_opened_here.items()):
-        if sid not in checked or (sid in circuits and sid not in _writes_pending()):
+        if (
+            sid not in checked
+            or sid in no_breaker
+            or (sid in circuits and sid not in _writes_pending())
+        ):
             _opened_here.pop(sid, None)  # in the cache now, or its target is gone
         else:
             circuits[sid] = until

@@ -22,6 +22,7 @@ from routing.snapshot import TargetSpec, compile_target
 
 __all__ = [
     "Instance",
+    "InstanceOwned",
     "RegistryBusy",
     "RegistryFull",
     "instance_deregister",
@@ -33,7 +34,7 @@ __all__ = [
 
 INDEX_KEY = "registry:{}"
 INSTANCE_KEY = "registry:{}:{}"
-LOCK_KEY = "registry:{}:lock"
+LOCK_KEY = "registry-lock:{}"  # outside registry:<service>:<id>, which any id could name
 MAX_INSTANCES = 256  # per service: a runaway registrar cannot grow the pool without bound
 
 
@@ -43,6 +44,10 @@ class RegistryFull(Exception):
 
 class RegistryBusy(Exception):
     """The service's index lock could not be taken in time."""
+
+
+class InstanceOwned(Exception):
+    """The instance was registered by another caller, who alone may change or remove it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +61,7 @@ class Instance:
     registered_at: float
     heartbeat_at: float
     target: TargetSpec
+    owner: str = ""  # who registered it ("<auth method>:<subject>")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +73,7 @@ class Instance:
             "metadata": self.metadata,
             "registered_at": self.registered_at,
             "heartbeat_at": self.heartbeat_at,
+            "owner": self.owner,
         }
 
 
@@ -84,14 +91,18 @@ def instance_register(
     ttl: int = 30,
     metadata: dict[str, Any] | None = None,
     instance_id: str = "",
+    owner: str = "",
+    override: bool = False,
 ) -> tuple[Instance, bool]:
-    """Register (or re-register) an instance; returns it and whether it is new."""
+    """Register (or re-register) an instance; returns it and whether it is new. Only its owner
+    (or an `override`, for admins) may re-register an instance that is still alive."""
     instance_id = instance_id or new_instance_id()
     key = INSTANCE_KEY.format(service, instance_id)
     now = time.time()
     with _index_lock(service):
         ids = _live_ids(service)
         previous = cache.get(key)
+        _check_owner(previous, owner, override)
         if previous is None and len(ids) >= MAX_INSTANCES:
             raise RegistryFull
         data = {
@@ -103,6 +114,7 @@ def instance_register(
             "metadata": metadata or {},
             "registered_at": previous["registered_at"] if previous else now,
             "heartbeat_at": now,
+            "owner": owner,
         }
         cache.set(key, data, ttl)
         if instance_id not in ids:
@@ -114,10 +126,13 @@ def new_instance_id() -> str:
     return uuid.uuid4().hex
 
 
-def instance_heartbeat(*, service: str, instance_id: str) -> Instance | None:
+def instance_heartbeat(
+    *, service: str, instance_id: str, owner: str = "", override: bool = False
+) -> Instance | None:
     """Renew an instance's TTL; None when it has expired or was never registered."""
     key = INSTANCE_KEY.format(service, instance_id)
     data = cache.get(key)
+    _check_owner(data, owner, override)
     # touch() renews only an entry that still exists: one that lapsed in between may already be
     # pruned from the index, so it must be registered again rather than silently re-created.
     if data is None or not cache.touch(key, data["ttl"]):
@@ -127,10 +142,14 @@ def instance_heartbeat(*, service: str, instance_id: str) -> Instance | None:
     return _instance(data)
 
 
-def instance_deregister(*, service: str, instance_id: str) -> bool:
+def instance_deregister(
+    *, service: str, instance_id: str, owner: str = "", override: bool = False
+) -> bool:
     """Remove an instance at once; False if it was not registered (or had expired)."""
     with _index_lock(service):
-        existed = cache.get(INSTANCE_KEY.format(service, instance_id)) is not None
+        previous = cache.get(INSTANCE_KEY.format(service, instance_id))
+        _check_owner(previous, owner, override)
+        existed = previous is not None
         cache.delete(INSTANCE_KEY.format(service, instance_id))
         ids = _live_ids(service)
         if instance_id in ids:
@@ -154,6 +173,11 @@ def instances_by_service(services: list[str]) -> dict[str, list[Instance]]:
         if data is not None:
             result[data["service"]].append(_instance(data))
     return result
+
+
+def _check_owner(data: dict[str, Any] | None, owner: str, override: bool) -> None:
+    if data is not None and not override and data.get("owner", "") != owner:
+        raise InstanceOwned
 
 
 def _live_ids(service: str) -> list[str]:

@@ -7,11 +7,14 @@
     GET    /registry/services/<service>/instances                 the live instances
 
 Callers authenticate as on proxied routes (Bearer JWT or API key) and need the registrar role
-(PORTIER_REGISTRAR_ROLE) or the admin role; the service must allow registration (admin).
+(PORTIER_REGISTRAR_ROLE, for every service), `registrar:<service>` (for that one), or the admin
+role; the service must allow registration (admin). An instance belongs to whoever registered it:
+only they (or an admin) may re-register, heartbeat or remove it (409 instance_owned).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -67,14 +70,27 @@ class GatewayAuthentication(BaseAuthentication):
 
 
 class IsRegistrar(BasePermission):
-    message = "Registering instances needs the registrar role."
+    """The registrar role for every service, `registrar:<service>` for one, or the admin role."""
+
+    message = "Registering instances of this service needs the registrar role."
     code = "forbidden"
 
     def has_permission(self, request: Request, view: Any) -> bool:
         identity = request.auth
         if identity is None:
             return False
-        return bool({settings.PORTIER_REGISTRAR_ROLE, settings.PORTIER_ADMIN_ROLE} & identity.roles)
+        role = settings.PORTIER_REGISTRAR_ROLE
+        allowed = {role, f"{role}:{view.kwargs.get('service', '')}", settings.PORTIER_ADMIN_ROLE}
+        return bool(allowed & identity.roles)
+
+
+def _owner(request: Request) -> tuple[str, bool]:
+    """Who registers (an instance is theirs alone), and whether they may act on anyone's."""
+    identity: Identity = request.auth
+    return (
+        f"{identity.method}:{identity.subject}",
+        settings.PORTIER_ADMIN_ROLE in identity.roles,
+    )
 
 
 class InstanceSerializer(serializers.Serializer):
@@ -93,6 +109,15 @@ class InstanceSerializer(serializers.Serializer):
             raise serializers.ValidationError(
                 "An instance URL holds no credentials, query or fragment."
             )
+        try:
+            address = ipaddress.ip_address(parts.hostname or "")
+        except ValueError:
+            address = None  # a host name: not resolved here
+        # Link-local holds cloud metadata services (169.254.169.254): never a service instance.
+        if address is not None and (address.is_link_local or address.is_unspecified):
+            raise serializers.ValidationError(
+                "Link-local and unspecified addresses cannot be registered."
+            )
         return value.rstrip("/")
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +130,12 @@ class RegistryFull(APIException):
     status_code = status.HTTP_409_CONFLICT
     default_detail = f"The service already has {registry.MAX_INSTANCES} registered instances."
     default_code = "registry_full"
+
+
+class InstanceOwned(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Another caller registered this instance; only they or an admin may change it."
+    default_code = "instance_owned"
 
 
 class RegistryBusy(APIException):
@@ -134,14 +165,21 @@ class _RegistryView(APIView):
         self.service(service)
         data = InstanceSerializer(data=request.data)
         data.is_valid(raise_exception=True)
+        owner, override = _owner(request)
         try:
             instance, created = registry.instance_register(
-                service=service, instance_id=instance_id, **data.validated_data
+                service=service,
+                instance_id=instance_id,
+                owner=owner,
+                override=override,
+                **data.validated_data,
             )
         except registry.RegistryFull:
             raise RegistryFull from None
         except registry.RegistryBusy:
             raise RegistryBusy from None
+        except registry.InstanceOwned:
+            raise InstanceOwned from None
         return Response(
             {"instance": instance.as_dict(), "expires_in": instance.ttl},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -164,10 +202,15 @@ class InstanceView(_RegistryView):
 
     def delete(self, request: Request, service: str, instance_id: str) -> Response:
         self.service(service)
+        owner, override = _owner(request)
         try:
-            removed = registry.instance_deregister(service=service, instance_id=instance_id)
+            removed = registry.instance_deregister(
+                service=service, instance_id=instance_id, owner=owner, override=override
+            )
         except registry.RegistryBusy:
             raise RegistryBusy from None
+        except registry.InstanceOwned:
+            raise InstanceOwned from None
         if not removed:
             raise NotFound("No live instance has this id.", code="not_registered")
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -176,7 +219,13 @@ class InstanceView(_RegistryView):
 class HeartbeatView(_RegistryView):
     def post(self, request: Request, service: str, instance_id: str) -> Response:
         self.service(service)
-        instance = registry.instance_heartbeat(service=service, instance_id=instance_id)
+        owner, override = _owner(request)
+        try:
+            instance = registry.instance_heartbeat(
+                service=service, instance_id=instance_id, owner=owner, override=override
+            )
+        except registry.InstanceOwned:
+            raise InstanceOwned from None
         if instance is None:
             raise NotFound(
                 "No live instance has this id (it expired): register it again.",

@@ -78,7 +78,7 @@ class ServiceSpec:
     write_timeout: float
     retries: int
     targets: tuple[TargetSpec, ...]
-    timeout: dict[str, float] = field(hash=False, compare=False, default_factory=dict)
+    timeout: dict[str, float | None] = field(hash=False, compare=False, default_factory=dict)
     max_in_flight: int = 0
     total_timeout: float = 0.0  # 0 = none
     retry_statuses: frozenset[int] = frozenset()
@@ -300,7 +300,9 @@ def _compile_service(s: dict[str, Any]) -> ServiceSpec:
             "connect": float(s["connect_timeout"]),
             "read": float(s["read_timeout"]),
             "write": float(s["write_timeout"]),
-            "pool": float(s["connect_timeout"]),
+            # aiohttp's "connect" timeout covers waiting for a pooled connection too, and would
+            # blame a full pool on the target: the pool wait is bounded by total_timeout instead.
+            "pool": None,
         },
         total_timeout=float(s.get("total_timeout", 0.0)),
         retry_statuses=frozenset(parse_statuses(s.get("retry_statuses", ""))),

@@ -625,3 +625,44 @@ def test_it_brings_a_recovered_target_back_with_least_in_flight(client, upstream
 
     assert after["up-a"] >= 3  # closed: back among the least loaded, sharing ties
     assert after["up-b"] >= 3
+
+
+def test_turning_the_breaker_off_lets_an_open_circuit_go(client, upstream, upstream_b):
+    answer(upstream, 503)
+    svc = service(
+        upstream.url,
+        upstream_b.url,
+        balancing="round_robin",
+        retries=0,
+        breaker_failures=1,
+        breaker_cooldown=300,
+    )
+    make_route(svc, "/off")
+    publish()
+    for _ in range(4):
+        client.get("/off")
+    hits = len(received(upstream))
+    assert [client.get("/off").headers["x-upstream"] for _ in range(4)] == ["up-b"] * 4
+    assert len(received(upstream)) == hits  # its circuit is open for 5 minutes
+
+    answer(upstream, None)
+    svc.breaker_failures = 0
+    svc.save()
+    publish()
+
+    deadline = time.monotonic() + 8
+    while "up-a" not in {client.get("/off").headers["x-upstream"] for _ in range(4)}:
+        assert time.monotonic() < deadline, "the open circuit outlived the breaker"
+        time.sleep(0.1)
+
+
+def test_a_spent_budget_is_not_counted_against_the_target(client, upstream):
+    svc = service(upstream.url, total_timeout=0.3, breaker_failures=1, retries=0)
+    make_route(svc, "/", match_type="prefix")
+    publish()
+
+    slow = [client.get("/_slow", params={"seconds": "1"}) for _ in range(2)]
+
+    assert [error_code(r) for r in slow] == ["upstream_timeout"] * 2
+    # With one failure enough to open it, a circuit would now refuse: the target is still in.
+    assert client.get("/quick").status_code == 200

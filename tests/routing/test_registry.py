@@ -152,6 +152,7 @@ def test_a_registered_instance_receives_its_services_traffic(
         "metadata": metadata,
         "registered_at": 0,
         "heartbeat_at": 0,
+        "owner": f"api_key:{User.objects.get(username='deployer').pk}",
     }
     assert eventually(lambda: registered_only(client, "catalog") != [])
     [reported] = registered_only(client, "catalog")
@@ -397,3 +398,61 @@ def test_a_registered_instance_that_dies_is_checked_unhealthy_and_gets_no_traffi
     assert [i["id"] for i in listed(client, registrar_key, "probed")] == ["p-1"]  # still there
     responses = [client.get("/probed") for _ in range(10)]
     assert [(r.status_code, r.headers.get("x-upstream")) for r in responses] == [(200, "up-a")] * 10
+
+
+def test_a_registrar_for_one_service_cannot_register_in_another(client, open_service):
+    make_service("other", allow_registration=True)
+    publish()
+    _, key = api_key_issue(
+        owner=role_holder("scoped", f"{settings.PORTIER_REGISTRAR_ROLE}:open"), name="k"
+    )
+
+    assert register(client, key, "open", "o-1", url="http://127.0.0.1:9").status_code == 201
+    refused = register(client, key, "other", "o-1", url="http://127.0.0.1:9")
+
+    assert refused.status_code == 403
+    assert error_code(refused) == "forbidden"
+
+
+def test_only_the_registrar_of_an_instance_may_change_or_remove_it(
+    client, open_service, registrar_key
+):
+    assert (
+        register(client, registrar_key, "open", "mine", url="http://127.0.0.1:9").status_code == 201
+    )
+    _, rival = api_key_issue(owner=role_holder("rival", settings.PORTIER_REGISTRAR_ROLE), name="r")
+
+    takeover = register(client, rival, "open", "mine", url="http://127.0.0.1:10")
+    removal = client.delete(instances_url("open", "mine"), headers={"X-API-Key": rival})
+    renewal = heartbeat(client, rival, "open", "mine")
+
+    assert [takeover.status_code, removal.status_code, renewal.status_code] == [409, 409, 409]
+    assert {error_code(r) for r in (takeover, removal, renewal)} == {"instance_owned"}
+    assert [i["url"] for i in listed(client, registrar_key, "open")] == ["http://127.0.0.1:9"]
+    _, admin_key = api_key_issue(owner=role_holder("boss", settings.PORTIER_ADMIN_ROLE), name="a")
+    assert (
+        client.delete(instances_url("open", "mine"), headers={"X-API-Key": admin_key}).status_code
+        == 204
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["http://169.254.169.254", "http://[fe80::1]:8080", "http://0.0.0.0:8080"]
+)
+def test_it_refuses_link_local_and_unspecified_addresses(client, open_service, registrar_key, url):
+    response = register(client, registrar_key, "open", "meta", url=url)
+
+    assert response.status_code == 400
+    assert listed(client, registrar_key, "open") == []
+
+
+def test_an_instance_id_cannot_reach_the_registrys_own_lock(client, open_service, registrar_key):
+    assert (
+        register(client, registrar_key, "open", "lock", url="http://127.0.0.1:9").status_code == 201
+    )
+    assert (
+        register(client, registrar_key, "open", "next", url="http://127.0.0.1:10").status_code
+        == 201
+    )
+
+    assert sorted(i["id"] for i in listed(client, registrar_key, "open")) == ["lock", "next"]
