@@ -397,17 +397,13 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
             down.add(sid)
     # The writes are flushed at the start of each round: what the cache now says is the truth,
     # except for circuits opened or closed since (read at the end of the round, below).
+    pending = {sid for _, sid in list(_writes)}
     for sid, until in list(_opened_here.items()):
-        if (
-            sid not in checked
-            or sid in no_breaker
-            or (sid in circuits and sid not in _writes_pending())
-        ):
+        if sid not in checked or sid in no_breaker or (sid in circuits and sid not in pending):
             _opened_here.pop(sid, None)  # in the cache now, or its target is gone
         else:
             circuits[sid] = until
             down.add(sid)
-    pending = _writes_pending()
     _closed_here.intersection_update(pending)
     board = Board(
         down=frozenset(down - _closed_here),
@@ -416,10 +412,6 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
         instances=registered,
         metadata=metadata,
     )
-
-
-def _writes_pending() -> set[str]:
-    return {sid for _, sid in list(_writes)}
 
 
 monitor = Monitor()
