@@ -15,21 +15,17 @@ from typing import Any
 from audit.recording import audit_close
 from routing import pipeline
 from routing.client_ip import resolve_client_ip
-from routing.context import GatewayResponse, RequestContext
+from routing.context import ClientGone, GatewayResponse, RequestContext
 from routing.metrics import IN_FLIGHT
 from routing.record import record
 from routing.snapshot import holder
 
-__all__ = ["ClientGone", "context_from_scope", "proxy_app"]
+__all__ = ["context_from_scope", "proxy_app"]
 
 logger = logging.getLogger("portier.entry")
 
 Scope = dict[str, Any]
 _SMALL_BODY = 64 * 1024
-
-
-class ClientGone(Exception):
-    """The client disconnected while its request body was being read."""
 
 
 def context_from_scope(scope: Scope, receive: Any) -> RequestContext:

@@ -11,9 +11,17 @@ if TYPE_CHECKING:
     from routing.identity import Identity
     from routing.snapshot import RouteSpec, Snapshot, TargetSpec
 
-__all__ = ["GatewayError", "GatewayResponse", "Headers", "RequestContext"]
+__all__ = ["ClientGone", "GatewayError", "GatewayResponse", "Headers", "RequestContext"]
 
 Headers = list[tuple[bytes, bytes]]
+
+
+class ClientGone(Exception):
+    """The client disconnected, or was cut for sending too slowly, while its body was read.
+
+    Not a failure of the upstream: the target's health is left alone and the request is
+    recorded as 499, the code NGINX uses for a request its client closed.
+    """
 
 
 class GatewayError(Exception):

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from audit.recording import audit_deny, audit_open, is_audited
 from routing import tracing
 from routing.access import authorize
-from routing.context import GatewayError, GatewayResponse, RequestContext
+from routing.context import ClientGone, GatewayError, GatewayResponse, RequestContext
 from routing.errors import error_response
 from routing.forward import forward
 from routing.identity import authenticate
@@ -65,6 +65,11 @@ async def _run(
         response = await send(ctx)
     except GatewayError as exc:
         response = await _error(ctx, exc)
+    except ClientGone:
+        # Nobody will read this answer; it is built so the request is recorded like any other.
+        response = await _error(
+            ctx, GatewayError(499, "client_closed_request", "The client closed the request.")
+        )
     except Exception:
         logger.exception(
             "pipeline failed for request %s",

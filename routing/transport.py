@@ -19,6 +19,8 @@ import httpx
 from multidict import CIMultiDict
 from yarl import URL
 
+from routing.context import ClientGone
+
 __all__ = ["AiohttpTransport"]
 
 # Headers aiohttp would otherwise invent; the gateway forwards exactly what it was given.
@@ -118,10 +120,22 @@ class _mapped_errors:
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
         if exc is None or isinstance(exc, httpx.HTTPError):
             return False
+        gone = _client_gone(exc)
+        if gone is not None:  # aiohttp wraps a failed body read in its own connection error
+            raise gone
         mapped = _map(exc)
         if mapped is None:
             return False
         raise mapped from exc
+
+
+def _client_gone(exc: BaseException) -> ClientGone | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ClientGone):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _map(exc: BaseException) -> httpx.HTTPError | None:

@@ -6,6 +6,7 @@ service and target URL, in Redis and in the gateway process, and the upstreams o
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from collections import Counter
@@ -666,3 +667,16 @@ def test_a_spent_budget_is_not_counted_against_the_target(client, upstream):
     assert [error_code(r) for r in slow] == ["upstream_timeout"] * 2
     # With one failure enough to open it, a circuit would now refuse: the target is still in.
     assert client.get("/quick").status_code == 200
+
+
+def test_a_client_that_leaves_mid_upload_is_not_blamed_on_the_target(client, gateway, upstream):
+    # One failure would open this circuit: a client hanging up must not count as one.
+    make_route(service(upstream.url, breaker_failures=1, breaker_cooldown=60), "/upload")
+    publish()
+    head = b"POST /upload HTTP/1.1\r\nHost: gw\r\nContent-Length: 1000000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        sock.sendall(head + b"x" * 200_000)  # streamed to the upstream: too large to hold
+        time.sleep(0.3)
+    time.sleep(0.3)
+
+    assert client.get("/upload").status_code == 200
