@@ -63,6 +63,8 @@ MIDDLEWARE = [
     "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, so its 503 still passes through every response hook above (headers, cookies).
+    "gateway_site.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "gateway_site.urls"
@@ -91,6 +93,16 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A black-holed database must not hold a worker thread for the OS's TCP timeout (minutes):
+# connecting gives up after this many seconds (libpq's minimum is 2). A connect_timeout in
+# DATABASE_URL's query string wins.
+PORTIER_DB_CONNECT_TIMEOUT = env_int("PORTIER_DB_CONNECT_TIMEOUT", 3)
+if PORTIER_DB_CONNECT_TIMEOUT < 2:
+    raise ImproperlyConfigured("PORTIER_DB_CONNECT_TIMEOUT must be at least 2 (seconds)")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", PORTIER_DB_CONNECT_TIMEOUT
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
@@ -195,8 +207,25 @@ if PORTIER_OTEL_ENABLED and not (
     )
 
 # --- Portier -------------------------------------------------------------------------------------
-# How often each process checks the cache for a new configuration version (seconds).
+# How often each process checks the cache for a new configuration version (seconds): one Redis
+# GET per process per interval (2/s each at 0.5), and a saved change is served everywhere within
+# the interval plus a load (under a second, tests/faults/test_config_propagation.py).
 PORTIER_CONFIG_POLL_INTERVAL = env_float("PORTIER_CONFIG_POLL_INTERVAL", 0.5)
+if PORTIER_CONFIG_POLL_INTERVAL <= 0:
+    raise ImproperlyConfigured("PORTIER_CONFIG_POLL_INTERVAL must be above 0")
+# Deadlines for receiving a request (gateway_site.protocol), so a slow client cannot hold a
+# connection forever: the whole head within HEADER_TIMEOUT seconds (else 408), the body within
+# BODY_TIMEOUT seconds after the head plus one second per BODY_MIN_RATE bytes received.
+PORTIER_CLIENT_HEADER_TIMEOUT = env_float("PORTIER_CLIENT_HEADER_TIMEOUT", 10.0)
+PORTIER_CLIENT_BODY_TIMEOUT = env_float("PORTIER_CLIENT_BODY_TIMEOUT", 30.0)
+PORTIER_CLIENT_BODY_MIN_RATE = env_float("PORTIER_CLIENT_BODY_MIN_RATE", 500.0)
+for _name, _value in (
+    ("PORTIER_CLIENT_HEADER_TIMEOUT", PORTIER_CLIENT_HEADER_TIMEOUT),
+    ("PORTIER_CLIENT_BODY_TIMEOUT", PORTIER_CLIENT_BODY_TIMEOUT),
+    ("PORTIER_CLIENT_BODY_MIN_RATE", PORTIER_CLIENT_BODY_MIN_RATE),
+):
+    if not _value > 0:  # also refuses nan
+        raise ImproperlyConfigured(f"{_name} must be greater than 0, got {_value!r}")
 # Paths the gateway serves itself (each one and everything below it); a route may not shadow them.
 PORTIER_RESERVED_PATHS = ("/admin", "/auth", "/health", "/metrics", "/registry", "/static")
 # How often each process rebuilds its view of target health and registered instances from the

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +68,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def gateway_processes(count: int = 2, **env: str) -> Iterator[list[str]]:
+def gateway_processes(count: int = 2, *, fast_poll: bool = True, **env: str) -> Iterator[list[str]]:
     """More gateway processes (`python -m gateway_site.serve`), sharing this test run's Redis and
     nothing else: each has an empty database file, so their configuration comes from Redis and
-    they never publish one of their own. `env` adds settings (e.g. PROMETHEUS_MULTIPROC_DIR)."""
+    they cannot publish one of their own. `env` adds settings (e.g. PROMETHEUS_MULTIPROC_DIR,
+    or DATABASE_URL for processes that share a database). They poll for new configuration every
+    0.1 s; `fast_poll=False` keeps the default interval, for tests that measure propagation."""
     from django.conf import settings
 
     workdir = tempfile.mkdtemp(prefix="portier-gw-")
@@ -80,6 +86,8 @@ def gateway_processes(count: int = 2, **env: str) -> Iterator[list[str]]:
         "LOG_LEVEL": "WARNING",
         **env,
     }
+    if not fast_poll:
+        environment.pop("PORTIER_CONFIG_POLL_INTERVAL")
     ports = [free_port() for _ in range(count)]
     processes = [
         subprocess.Popen(
@@ -111,3 +119,85 @@ def _answers_health(url: str) -> bool:
         return httpx.get(url + "/health", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@dataclass
+class GatewayProcess:
+    """A gateway in a process of its own (gunicorn_gateway, uvicorn_gateway)."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path  # its stdout and stderr
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def gunicorn_gateway(workers: int = 1, **env: str) -> Iterator[GatewayProcess]:
+    """The production server as deployed: `portier serve` (gunicorn, gateway_site/gunicorn.conf.py,
+    uvicorn workers) with PORTIER_ENV=production, on a free port, sharing this test run's Redis as
+    gateway_processes' do (an empty database: the configuration comes from Redis). `env` adds or
+    overrides settings (PORTIER_GRACEFUL_TIMEOUT, ...). The test may signal it and wait for it;
+    whatever is still running at the end is stopped."""
+    port = free_port()
+    command = [sys.executable, "-m", "gateway_site.cli", "serve", "--bind", f"127.0.0.1:{port}"]
+    production = {
+        "PORTIER_ENV": "production",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "WEB_CONCURRENCY": str(workers),
+    }
+    with _gateway_process(command, port, {**production, **env}) as gateway:
+        yield gateway
+
+
+@contextmanager
+def uvicorn_gateway(**env: str) -> Iterator[GatewayProcess]:
+    """`python -m gateway_site.serve` (one uvicorn process, as dev.py runs it), set up as
+    gunicorn_gateway's."""
+    port = free_port()
+    command = [sys.executable, "-m", "gateway_site.serve", "--port", str(port)]
+    with _gateway_process(command, port, env) as gateway:
+        yield gateway
+
+
+@contextmanager
+def _gateway_process(
+    command: list[str], port: int, env: dict[str, str]
+) -> Iterator[GatewayProcess]:
+    from django.conf import settings
+
+    workdir = Path(tempfile.mkdtemp(prefix="portier-gw-"))
+    environment = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir}/empty.sqlite3",
+        "REDIS_URL": settings.REDIS_URL,
+        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+        "PORTIER_CONFIG_POLL_INTERVAL": "0.1",
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    log = workdir / "output.log"
+    with log.open("wb") as out:
+        # Its own process group: gunicorn's workers are stopped with it, even if the master dies.
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=environment, stdout=out, stderr=out, start_new_session=True
+        )
+    gateway = GatewayProcess(f"http://127.0.0.1:{port}", process, log)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers_health(gateway.url):
+            assert process.poll() is None, f"gateway exited:\n{gateway.output()[-3000:]}"
+            assert time.monotonic() < deadline, f"no answer:\n{gateway.output()[-3000:]}"
+            time.sleep(0.1)
+        yield gateway
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=40)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        shutil.rmtree(workdir, ignore_errors=True)

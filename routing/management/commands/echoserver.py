@@ -11,11 +11,12 @@ from routing.echo_upstream import EchoUpstream
 
 
 class Command(BaseCommand):
-    help = "Run a small echo upstream on 127.0.0.1 for the demo configuration."
+    help = "Run a small echo upstream for the demo configuration (127.0.0.1 unless --host)."
 
     def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=9001)
         parser.add_argument("--name", default="demo-echo")
 
-    def handle(self, *args: Any, port: int, name: str, **options: Any) -> None:
-        uvicorn.run(EchoUpstream(name), host="127.0.0.1", port=port, log_level="warning")
+    def handle(self, *args: Any, host: str, port: int, name: str, **options: Any) -> None:
+        uvicorn.run(EchoUpstream(name), host=host, port=port, log_level="warning")
