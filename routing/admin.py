@@ -11,6 +11,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Count, Q, QuerySet
 from django.http import HttpRequest
@@ -26,8 +27,33 @@ from routing.status import service_report
 URL_AS_HTTP = {models.URLField: {"assume_scheme": "http"}}
 
 
+NO_UPSTREAM = (
+    "An enabled service needs at least one enabled target, or “Allow registration” on: without "
+    "either, every request to its routes gets 503. Add or enable a target, allow registration, "
+    "or disable the service."
+)
+
+
+class TargetFormSet(forms.BaseInlineFormSet):
+    """The service page's targets, checked against the service as it is being saved (the
+    formset's instance carries the posted enabled / allow registration values)."""
+
+    def clean(self) -> None:
+        super().clean()
+        service = self.instance
+        if not service.enabled or service.allow_registration or any(self.errors):
+            return
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", {})
+            removed = self.can_delete and self._should_delete_form(form)
+            if data.get("url") and data.get("enabled") and not removed:
+                return
+        raise ValidationError(NO_UPSTREAM, code="no_upstream")
+
+
 class TargetInline(admin.TabularInline):
     model = Target
+    formset = TargetFormSet
     extra = 1
     fields = ("url", "weight", "enabled")
     formfield_overrides = URL_AS_HTTP
@@ -216,8 +242,55 @@ class RouteTierOverrideInline(admin.TabularInline):
     verbose_name_plural = "rate-limit tiers by role (a caller with several gets the most generous)"
 
 
+class RouteForm(forms.ModelForm):
+    """The route page, and the route list's editable `enabled` column."""
+
+    class Meta:
+        model = Route
+        fields = (
+            "name",
+            "service",
+            "enabled",
+            "priority",
+            "match_type",
+            "path",
+            "methods",
+            "hosts",
+            "header_matches",
+            "strip_prefix",
+            "rewrite",
+            "preserve_host",
+            "forward_authorization",
+            "retry_unsafe_methods",
+            "role_policy",
+            "rate_limit_tier",
+            "audit",
+        )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if "service" in self.fields:
+            service = data.get("service")
+        elif "enabled" in self.changed_data:
+            # The list's form has only `enabled`: the service is the route's as saved.
+            service = self.instance.service
+        else:
+            return data  # a row of the list left as it was: no query for it
+        enabled = data.get("enabled") if "enabled" in self.fields else self.instance.enabled
+        # A disabled route, or one on a disabled service, is not served: nothing to break.
+        if service is not None and enabled and service.enabled and not service.has_upstream():
+            self.add_error(
+                "service" if "service" in self.fields else "enabled",
+                f"Service “{service}” has no enabled target and does not allow registration: "
+                "every request to this route would get 503. Add a target to the service first, "
+                "or save the route disabled.",
+            )
+        return data
+
+
 @admin.register(Route)
 class RouteAdmin(admin.ModelAdmin):
+    form = RouteForm
     list_display = (
         "name",
         "match",
@@ -254,6 +327,10 @@ class RouteAdmin(admin.ModelAdmin):
         ("Access", {"fields": ("role_policy", "rate_limit_tier", "audit")}),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
+
+    def get_changelist_form(self, request: HttpRequest, **kwargs: Any) -> type[forms.ModelForm]:
+        # Enabling a route from the list must be checked like enabling it on its page.
+        return super().get_changelist_form(request, form=RouteForm, **kwargs)
 
     @admin.display(description="match", ordering="path")
     def match(self, obj: Route) -> str:

@@ -13,6 +13,12 @@ the target's state id (service + URL, hashed), so every gateway process agrees o
 The request path never waits on the cache: it reads this process's `Board`, which the monitor
 thread rebuilds from the cache every PORTIER_HEALTH_SYNC_INTERVAL. Passive outcomes go through
 `observe()`, which changes the board at once and leaves the cache write to the monitor.
+
+While the cache is unreachable the board is not rebuilt: the last known states, circuits and
+registered instances stay in force, passive checks go on in each process, and a half-open
+circuit's trial is decided by each process alone. When it comes back empty (a Redis without
+persistence), what the board knew is kept as long as the lost entries would have lived: probe
+states until their expiry, open circuits until half-open, instances until their own TTL.
 """
 
 from __future__ import annotations
@@ -82,6 +88,7 @@ class Board:
 
 
 board = Board()
+_instance_expiry: dict[str, float] = {}  # state id of a registered instance -> its entry's expiry
 # Passive state, written only on the event loop's thread (the monitor reads it): consecutive
 # failures, circuits this process opened (until the cache has them), and half-open trials.
 _failures: dict[str, int] = {}
@@ -241,16 +248,20 @@ class Monitor:
         services = list(holder.current.services.values())
         try:
             self._flush_writes()
-            instances = registry.instances_by_service(
+            instances, lost = registry.instances_and_lost_indexes(
                 [s.name for s in services if s.allow_registration]
             )
             self._start_probes(services, instances)
             self._claim_trials(services)
-            _sync_board(services, instances)
+            _sync_board(services, instances, lost)
         except Exception as exc:  # the cache is down: keep the board and passive state
             if self.last_error is None:
                 logger.warning("health state unavailable, keeping the last known: %s", exc)
             self.last_error = f"{type(exc).__name__}: {exc}"
+            # No cache to agree through: rather than keep a half-open target out for the whole
+            # outage, each process sends its own trial request.
+            _trials_granted.update(_trials_wanted - _trials_in_flight)
+            _trials_wanted.clear()
         else:
             self.last_error = None
         # Apart from health: a failed flush keeps its counts for the next tick (and logs once).
@@ -332,9 +343,10 @@ class Monitor:
 def _record_probe(
     service: str, target: TargetSpec, check: HealthCheckSpec, error: str, latency_ms: float
 ) -> None:
-    # Only the lock holder writes this entry in an interval, so read-modify-write is safe.
+    # Only the lock holder writes this entry in an interval, so read-modify-write is safe. An
+    # entry lost with the cache goes on from the streaks this process last saw.
     key = ACTIVE_KEY.format(target.sid)
-    state = cache.get(key) or {"up": True, "ok": 0, "fail": 0}
+    state = cache.get(key) or dict(board.active.get(target.sid) or {"up": True, "ok": 0, "fail": 0})
     if error:
         state["fail"], state["ok"] = state["fail"] + 1, 0
         if state["up"] and state["fail"] >= check.unhealthy_threshold:
@@ -346,17 +358,37 @@ def _record_probe(
             state["up"] = True
             logger.warning("target %s of %s is healthy again", target.key, service)
     state.update(checked_at=time.time(), latency_ms=latency_ms, error=error)
+    cache.set(key, state, _active_ttl(check))
+
+
+def _active_ttl(check: HealthCheckSpec) -> float:
     # Outlives a missed probe or two; once no gateway probes it, the target is unchecked again.
-    cache.set(key, state, check.interval * 3 + check.timeout + 5)
+    return check.interval * 3 + check.timeout + 5
 
 
-def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.Instance]]) -> None:
+def _lost_state(
+    last: dict[str, Any] | None, check: HealthCheckSpec, now: float
+) -> dict[str, Any] | None:
+    """The last known probe state of a target whose entry is missing from the cache although it
+    would still live: lost with the cache (a Redis restarted empty), not expired."""
+    if last is not None and last.get("checked_at", 0.0) + _active_ttl(check) > now:
+        return last
+    return None
+
+
+def _sync_board(
+    services: list[ServiceSpec],
+    instances: dict[str, list[registry.Instance]],
+    lost_indexes: set[str] | None = None,
+) -> None:
     """Rebuild this process's board from the cache: probe states, circuits, instances."""
     global board
     previous = board
+    now = time.time()
     registered: dict[str, tuple[TargetSpec, ...]] = {}
     metadata: dict[str, dict[str, Any]] = {}
-    checked: dict[str, bool] = {}  # state id -> does its service run active checks
+    expiry: dict[str, float] = {}
+    checks: dict[str, HealthCheckSpec | None] = {}  # state id -> its service's active checks
     no_breaker: set[str] = set()  # targets of services whose circuit breaker is off
     for service in services:
         # An address already in the pool (a static target, or another registration) is not
@@ -368,29 +400,45 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
                 seen.add(instance.target.sid)
                 live.append(instance)
         targets = tuple(i.target for i in live)
+        for instance in live:
+            metadata[instance.target.sid] = instance.metadata
+            expiry[instance.target.sid] = instance.heartbeat_at + instance.ttl
+        if lost_indexes and service.name in lost_indexes:
+            # The registry was lost with the cache: what was seen lives out its own TTL (an
+            # instance's next heartbeat is refused, and it registers again).
+            targets = tuple(
+                t
+                for t in previous.instances.get(service.name, ())
+                if _instance_expiry.get(t.sid, 0.0) > now
+            )
+            for target in targets:
+                metadata[target.sid] = previous.metadata.get(target.sid, {})
+                expiry[target.sid] = _instance_expiry[target.sid]
         # Keep the same tuple while nothing changed: the balancer caches its pool on identity.
         old = previous.instances.get(service.name, ())
         registered[service.name] = old if old == targets else targets
-        for instance in live:
-            metadata[instance.target.sid] = instance.metadata
         for target in service.targets + targets:
-            checked[target.sid] = service.health is not None
+            checks[target.sid] = service.health
             if not service.breaker_failures:
                 no_breaker.add(target.sid)
-    keys = [ACTIVE_KEY.format(sid) for sid in checked] + [
-        CIRCUIT_KEY.format(sid) for sid in checked
-    ]
+    keys = [ACTIVE_KEY.format(sid) for sid in checks] + [CIRCUIT_KEY.format(sid) for sid in checks]
     found = cache.get_many(keys) if keys else {}
     active: dict[str, dict[str, Any]] = {}
     circuits: dict[str, float] = {}
     down: set[str] = set()
-    for sid, has_checks in checked.items():
+    for sid, check in checks.items():
         state = found.get(ACTIVE_KEY.format(sid))
-        if state is not None and has_checks:
+        if state is None and check is not None:
+            state = _lost_state(previous.active.get(sid), check, now)
+        if state is not None and check is not None:
             active[sid] = state
             if not state.get("up", True):
                 down.add(sid)
         until = found.get(CIRCUIT_KEY.format(sid))
+        if until is None and previous.circuits.get(sid, 0.0) > now:
+            # Only a good trial closes a circuit, and only a half-open one has trials: a fully
+            # open circuit missing from the cache was lost with it.
+            until = previous.circuits[sid]
         # A breaker turned off in the admin lets its open circuits go at once.
         if until is not None and sid not in _closed_here and sid not in no_breaker:
             circuits[sid] = float(until)
@@ -399,12 +447,14 @@ def _sync_board(services: list[ServiceSpec], instances: dict[str, list[registry.
     # except for circuits opened or closed since (read at the end of the round, below).
     pending = {sid for _, sid in list(_writes)}
     for sid, until in list(_opened_here.items()):
-        if sid not in checked or sid in no_breaker or (sid in circuits and sid not in pending):
+        if sid not in checks or sid in no_breaker or (sid in circuits and sid not in pending):
             _opened_here.pop(sid, None)  # in the cache now, or its target is gone
         else:
             circuits[sid] = until
             down.add(sid)
     _closed_here.intersection_update(pending)
+    _instance_expiry.clear()
+    _instance_expiry.update(expiry)
     board = Board(
         down=frozenset(down - _closed_here),
         active=active,

@@ -1,8 +1,12 @@
-"""Stage 2, authenticate: who is calling, from a Bearer JWT or an API key, without database I/O.
+"""Stage 2, authenticate: who is calling, from a Bearer JWT or an API key.
 
 Credentials: `Authorization: Bearer <jwt>`, `Authorization: ApiKey <key>` or `X-API-Key: <key>`.
 A request without credentials goes on anonymously (the authorize stage decides whether that is
 enough); credentials that are present must be valid, on every route.
+
+JWTs are verified without I/O. API keys come from this process's copy or the cache, and from the
+database only on a miss: when that misses and the database is down, the answer is 503
+identity_unavailable (the key may be valid, so not 401).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from accounts.services import api_key_lookup, api_key_touch
+from accounts.services import ApiKeysUnavailable, api_key_lookup, api_key_touch
 from routing.context import GatewayError, RequestContext
 from routing.tokens import TokenExpired, TokenInvalid, verifier
 
@@ -47,7 +51,8 @@ async def authenticate(ctx: RequestContext) -> None:
 
 async def identify(authorization: bytes | None, api_key: bytes | None) -> Identity | None:
     """The caller named by these headers; None without gateway credentials; GatewayError (401)
-    for credentials that are not valid. The gateway's own APIs (the registry) use it too."""
+    for credentials that are not valid, 503 when an API key cannot be checked. The gateway's own
+    APIs (the registry) use it too."""
     if authorization is not None:
         scheme, _, credential = authorization.decode("latin-1").strip().partition(" ")
         scheme = scheme.lower()
@@ -106,14 +111,22 @@ def _header_safe(value: str) -> bool:
 
 
 async def _from_api_key(key: str) -> Identity:
-    record = await api_key_lookup(key)
+    try:
+        record = await api_key_lookup(key)
+    except ApiKeysUnavailable:
+        raise GatewayError(
+            503,
+            "identity_unavailable",
+            "The API key cannot be checked right now; try again shortly.",
+            [(b"retry-after", b"5")],
+        ) from None
     if (
         record is None
         or record.revoked
         or (record.expires_at is not None and record.expires_at <= time.time())
     ):
         raise _unauthorized("invalid_api_key", "The API key is not valid.", scheme="ApiKey")
-    await api_key_touch(record.prefix)
+    api_key_touch(record.prefix)
     return Identity(
         subject=str(record.owner_id),
         email=record.email,

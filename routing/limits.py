@@ -48,6 +48,7 @@ class _RedisDown(Exception):
 
 _clients: dict[tuple[asyncio.AbstractEventLoop, str], AsyncScript] = {}
 _down_until = 0.0
+_failing = False  # the last attempt failed (logged once until Redis counts again)
 
 
 async def limit(ctx: RequestContext) -> None:
@@ -117,27 +118,31 @@ def _key_value(tier: TierSpec, ctx: RequestContext) -> str:
 async def _count(group: str, value: str, tier: TierSpec) -> _Count:
     if not settings.PORTIER_RATELIMIT_REDIS_URL:
         return _count_with_django_ratelimit(group, value, tier)
-    global _down_until
+    global _down_until, _failing
     if time.monotonic() < _down_until:
         raise _RedisDown
     try:
         if settings.PORTIER_RATELIMIT_BACKEND == "thread":
-            return await sync_to_async(_count_with_django_ratelimit, thread_sensitive=False)(
+            counted = await sync_to_async(_count_with_django_ratelimit, thread_sensitive=False)(
                 group, value, tier
             )
-        return await _count_async(group, value, tier)
-    except _RedisDown:
-        _down_until = time.monotonic() + settings.PORTIER_RATELIMIT_RETRY_AFTER_FAILURE
-        raise
+        else:
+            counted = await _count_async(group, value, tier)
     except Exception as exc:  # connection refused, timeout, protocol error...
         _down_until = time.monotonic() + settings.PORTIER_RATELIMIT_RETRY_AFTER_FAILURE
-        logger.warning(
-            "rate limiting cannot reach Redis (%s); failing %s for %.1fs",
-            type(exc).__name__,
-            settings.PORTIER_RATELIMIT_FAIL,
-            settings.PORTIER_RATELIMIT_RETRY_AFTER_FAILURE,
-        )
+        if not _failing:  # once per outage, not once per retry
+            logger.warning(
+                "rate limiting cannot reach Redis (%s); failing %s, retrying every %.1fs",
+                type(exc).__name__,
+                settings.PORTIER_RATELIMIT_FAIL,
+                settings.PORTIER_RATELIMIT_RETRY_AFTER_FAILURE,
+            )
+        _failing = True
         raise _RedisDown from None
+    if _failing:
+        _failing = False
+        logger.warning("rate limiting reaches Redis again: counting")
+    return counted
 
 
 # One atomic command per request: count, and start the window's expiry on its first request
@@ -186,7 +191,7 @@ def _count_with_django_ratelimit(group: str, value: str, tier: TierSpec) -> _Cou
         increment=True,
     )
     if usage is None or usage["time_left"] < 0:  # django-ratelimit's "cache failed" answer
-        raise _RedisDown
+        raise _RedisDown("django-ratelimit could not count")
     return _Count(int(usage["count"]), int(time.time()) + int(usage["time_left"]))
 
 

@@ -150,6 +150,11 @@ class Service(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def has_upstream(self) -> bool:
+        """Whether requests can be sent anywhere: an enabled target, or instances may register.
+        Without either, every request to the service's routes gets 503."""
+        return self.allow_registration or self.targets.filter(enabled=True).exists()
+
     def clean(self) -> None:
         errors: dict[str, str] = {}
         for field in ("retry_statuses", "breaker_statuses"):

@@ -28,6 +28,7 @@ __all__ = [
     "instance_deregister",
     "instance_heartbeat",
     "instance_register",
+    "instances_and_lost_indexes",
     "instances_by_service",
     "new_instance_id",
 ]
@@ -160,8 +161,16 @@ def instance_deregister(
 
 def instances_by_service(services: list[str]) -> dict[str, list[Instance]]:
     """The live instances of each service: two cache round trips whatever the count."""
+    return instances_and_lost_indexes(services)[0]
+
+
+def instances_and_lost_indexes(services: list[str]) -> tuple[dict[str, list[Instance]], set[str]]:
+    """The live instances of each service, and the services whose index is not in the cache at
+    all. Deregistering the last instance leaves an empty index, so a missing one was lost with
+    the cache (a Redis restarted empty, an eviction) or never written: the health monitor keeps
+    the instances it last saw there until their own TTL runs out, as their entries would have."""
     if not services:
-        return {}
+        return {}, set()
     indexes = cache.get_many([INDEX_KEY.format(s) for s in services])
     keys = [
         INSTANCE_KEY.format(s, i) for s in services for i in indexes.get(INDEX_KEY.format(s), [])
@@ -172,7 +181,7 @@ def instances_by_service(services: list[str]) -> dict[str, list[Instance]]:
         data = found.get(key)
         if data is not None:
             result[data["service"]].append(_instance(data))
-    return result
+    return result, {s for s in services if INDEX_KEY.format(s) not in indexes}
 
 
 def _check_owner(data: dict[str, Any] | None, owner: str, override: bool) -> None:

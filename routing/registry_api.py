@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 from typing import Any
 from urllib.parse import urlsplit
 
 from asgiref.sync import async_to_sync
 from django.conf import settings
+from django_redis.exceptions import ConnectionInterrupted
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import serializers, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import APIException, AuthenticationFailed, NotFound, PermissionDenied
@@ -37,6 +41,11 @@ from routing.snapshot import ServiceSpec, holder
 
 __all__ = ["HeartbeatView", "InstanceView", "InstancesView"]
 
+logger = logging.getLogger("portier.registry")
+
+# What django-redis and redis-py raise when Redis cannot answer.
+_REDIS_DOWN = (ConnectionInterrupted, RedisConnectionError, RedisTimeoutError)
+
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _METADATA_LIMIT = 2048  # bytes of JSON
 
@@ -48,6 +57,11 @@ class Caller:
 
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
+
+
+class _Unavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "unavailable"
 
 
 class GatewayAuthentication(BaseAuthentication):
@@ -62,6 +76,8 @@ class GatewayAuthentication(BaseAuthentication):
                 api_key.encode("latin-1") if api_key is not None else None,
             )
         except GatewayError as exc:
+            if exc.status >= 500:  # identity_unavailable: the caller may be fine, retry later
+                raise _Unavailable(exc.message, code=exc.code) from None
             raise AuthenticationFailed(exc.message, code=exc.code) from None
         return (Caller(identity), identity) if identity is not None else None
 
@@ -144,9 +160,23 @@ class RegistryBusy(APIException):
     default_code = "registry_busy"
 
 
+class RegistryUnavailable(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_detail = "The registry cannot be reached; try again shortly."
+    default_code = "registry_unavailable"
+
+
 class _RegistryView(APIView):
     authentication_classes = [GatewayAuthentication]
     permission_classes = [IsRegistrar]
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # Instances live in Redis: while it is unreachable the answer is "try again" (503), not
+        # a 500. The gateway itself keeps routing to the instances it already knows.
+        if isinstance(exc, _REDIS_DOWN):
+            logger.warning("registry call failed, Redis unreachable: %r", exc)
+            exc = RegistryUnavailable()
+        return super().handle_exception(exc)
 
     def service(self, name: str) -> ServiceSpec:
         holder.start()

@@ -2,7 +2,9 @@
 
 Saving a service with its inline targets fires many signals in one transaction; one publish per
 transaction is enough, so the on-commit callback is registered only once. A rolled-back
-transaction drops it with everything else.
+transaction drops it with everything else. A publish that fails (Redis down) does not fail the
+committed save: Django logs it (robust on-commit) and the holder publishes the change once the
+cache answers again (routing.snapshot).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def publish_on_commit(sender: Any = None, using: str | None = None, **kwargs: An
     conn = connections[using]
     if conn.in_atomic_block and any(item[1] is _publish for item in conn.run_on_commit):
         return
-    transaction.on_commit(_publish, using=using)
+    transaction.on_commit(_publish, using=using, robust=True)
 
 
 def connect() -> None:

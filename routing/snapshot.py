@@ -6,10 +6,16 @@ Data plane: each process holds one immutable `Snapshot`. A daemon thread polls t
 when it changes, loads and compiles the new snapshot off the event loop, then swaps the reference
 in one assignment, so a request always sees one whole configuration. If the cache or database
 fails, the process keeps serving its last-known-good snapshot.
+
+When the cache has no snapshot to give (a fresh Redis, a flushed or evicted one, one restarted
+without persistence), one process rebuilds it from the database: the first to take the build lock.
+The others keep serving what they hold and load the rebuilt version on their next poll, so N
+processes cost one build and one version bump, not N.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -47,6 +53,12 @@ VERSION_KEY = "config:version"
 SNAPSHOT_KEY = "config:snapshot:{token}"
 # Old versions only need to outlive the slowest process's poll.
 SNAPSHOT_TTL = 24 * 3600
+# Held while one process rebuilds a missing snapshot. A builder that dies holding it delays the
+# next build by at most this long; a build slower than this may run twice (harmless, only extra).
+BUILD_LOCK_KEY = "config:build-lock"
+BUILD_LOCK_TTL = 10
+# How long a starting process waits for another's build before serving with nothing loaded.
+BUILD_WAIT = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,23 +258,25 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
     """Turn plain snapshot data into the frozen, pre-compiled form the proxy reads.
 
     A route that cannot be compiled (data that bypassed the admin's validation) is skipped and
-    reported; the rest of the configuration is served.
+    reported; the rest of the configuration is served. Whatever is wrong with one entry, whatever
+    the exception, only that entry is lost; a broken envelope (no routes list) fails the whole
+    snapshot, and the holder keeps the one it has.
     """
     services: dict[int, ServiceSpec] = {}
     skipped: list[str] = []
-    for s in data["services"]:
+    for position, s in enumerate(data["services"], start=1):
         try:
             services[s["id"]] = _compile_service(s)
-        except (KeyError, TypeError, ValueError) as exc:
+        except Exception as exc:
             # Its routes are skipped too (their service is missing), and reported one by one.
-            logger.error("service %s skipped from snapshot: %s", s.get("name"), exc)
+            logger.error("service %s skipped from snapshot: %r", _entry_name(s, position), exc)
     routes: list[RouteSpec] = []
-    for r in data["routes"]:
+    for position, r in enumerate(data["routes"], start=1):
         try:
             routes.append(_compile_route(r, services))
-        except (re.error, KeyError, TypeError, ValueError) as exc:
-            skipped.append(r.get("name", "?"))
-            logger.error("route %s skipped from snapshot: %s", r.get("name"), exc)
+        except Exception as exc:
+            skipped.append(_entry_name(r, position))
+            logger.error("route %s skipped from snapshot: %r", skipped[-1], exc)
     # Highest priority first, then the longest path: the first match wins.
     routes.sort(key=lambda route: (-route.priority, -len(route.path), route.id))
     return Snapshot(
@@ -273,6 +287,12 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
         services={s.name: s for s in services.values()},
         skipped=tuple(skipped),
     )
+
+
+def _entry_name(entry: Any, position: int) -> str:
+    """An entry's name for reports; `#<position>` when it has none to give."""
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return name if isinstance(name, str) and name else f"#{position}"
 
 
 def _compile_service(s: dict[str, Any]) -> ServiceSpec:
@@ -346,17 +366,27 @@ def _methods(names: list[str]) -> frozenset[str]:
     return frozenset(methods)
 
 
+_MATCH_TYPES = frozenset({"prefix", "exact", "regex"})
+
+
 def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> RouteSpec:
     policy, tier = r.get("policy"), r.get("tier")
+    path, match_type = r["path"], r["match_type"]
+    # What Route.clean guarantees, checked again: an unknown match type would be served as a
+    # prefix, and an empty or relative prefix would match every request.
+    if match_type not in _MATCH_TYPES:
+        raise ValueError(f"unknown match type {match_type!r}")
+    if not isinstance(path, str) or (match_type != "regex" and not path.startswith("/")):
+        raise ValueError(f"a {match_type} path must start with /, got {path!r}")
     return RouteSpec(
         id=int(r["id"]),
         name=r["name"],
         service=services[r["service_id"]],
         hosts=tuple(h.lower() for h in r["hosts"]),
         methods=_methods(r["methods"]),
-        path=r["path"],
-        match_type=r["match_type"],
-        regex=re.compile(r["path"]) if r["match_type"] == "regex" else None,
+        path=path,
+        match_type=match_type,
+        regex=re.compile(path) if match_type == "regex" else None,
         header_matches=tuple((k.lower(), v) for k, v in sorted(r["header_matches"].items())),
         priority=int(r["priority"]),
         strip_prefix=bool(r["strip_prefix"]),
@@ -383,6 +413,7 @@ def config_publish() -> str:
     """
     from routing.models import ConfigVersion
 
+    global _publish_owed
     ConfigVersion.objects.get_or_create(pk=1)
     with transaction.atomic():
         ConfigVersion.objects.filter(pk=1).update(
@@ -391,10 +422,31 @@ def config_publish() -> str:
         version = ConfigVersion.objects.values_list("number", flat=True).get(pk=1)
         token = f"{version}-{uuid.uuid4().hex[:12]}"
         data = snapshot_build(version, token)
-        cache.set(SNAPSHOT_KEY.format(token=token), json.dumps(data), SNAPSHOT_TTL)
-        cache.set(VERSION_KEY, token, None)
+        try:
+            cache.set(SNAPSHOT_KEY.format(token=token), json.dumps(data), SNAPSHOT_TTL)
+            cache.set(VERSION_KEY, token, None)
+        except Exception:
+            # The change is committed but unpublished, and a Redis that comes back with its data
+            # would keep serving the version before it: this process's holder publishes again
+            # once the cache answers (a Redis that comes back empty is rebuilt anyway).
+            _publish_owed = True
+            raise
+    _publish_owed = False
     logger.info("published configuration v%s (%d routes)", version, len(data["routes"]))
     return token
+
+
+_publish_owed = False  # a publish from this process failed to reach the cache
+
+
+def _snapshot_from_database() -> Snapshot:
+    """Compile the database's configuration without publishing it: for a process that has no
+    snapshot at all while the cache is unreachable (started or restarted during the outage)."""
+    from routing.models import ConfigVersion
+
+    version = ConfigVersion.objects.values_list("number", flat=True).filter(pk=1).first() or 0
+    # A token no publish makes: the next version the cache gives replaces it.
+    return snapshot_compile(snapshot_build(version, f"{version}-local"))
 
 
 class SnapshotHolder:
@@ -407,6 +459,7 @@ class SnapshotHolder:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._built_elsewhere = False  # the last refresh found another process rebuilding
 
     @property
     def running(self) -> bool:
@@ -419,6 +472,12 @@ class SnapshotHolder:
                 return
             self._stop.clear()
             self.refresh()
+            # Another process is rebuilding the snapshot: better to wait briefly for it than to
+            # start serving with no routes at all.
+            deadline = time.monotonic() + BUILD_WAIT
+            while self._built_elsewhere and self.current is EMPTY and time.monotonic() < deadline:
+                time.sleep(0.05)
+                self.refresh()
             self._thread = threading.Thread(
                 target=self._run, name="portier-config-refresher", daemon=True
             )
@@ -432,33 +491,87 @@ class SnapshotHolder:
 
     def refresh(self) -> bool:
         """Swap in the published version if it differs from the one held; True if swapped."""
+        self._built_elsewhere = False
+        if _publish_owed:
+            self._publish_owed_change()
         try:
-            token = cache.get(VERSION_KEY)
-            if token is None:
-                token = config_publish()
-                self._release_db()
-            if token == self.current.token:
-                self.last_error = None
+            data = self._published()
+            if data is None:
+                if not self._built_elsewhere:
+                    self.last_error = None
                 return False
-            raw = cache.get(SNAPSHOT_KEY.format(token=token))
-            if raw is None:
-                # The version key outlived its snapshot (cache flushed or evicted): rebuild.
-                token = config_publish()
-                self._release_db()
-                raw = cache.get(SNAPSHOT_KEY.format(token=token))
-            snapshot = snapshot_compile(json.loads(raw))
+            snapshot = snapshot_compile(data)
         except Exception as exc:
             if self.last_error is None:
                 logger.warning(
                     "configuration refresh failed, serving v%s: %s", self.current.version, exc
                 )
             self.last_error = f"{type(exc).__name__}: {exc}"
-            return False
+            if self.current is not EMPTY:
+                return False
+            try:
+                snapshot = _snapshot_from_database()
+            except Exception:
+                return False  # no database either: nothing to serve until one answers
+            finally:
+                self._release_db()
+            logger.warning(
+                "nothing loaded from the cache: serving v%s from the database", snapshot.version
+            )
+        else:
+            self.last_error = None
         self.current = snapshot
         self.loaded_at = time.time()
-        self.last_error = None
         logger.info("serving configuration v%s", snapshot.version)
         return True
+
+    def _published(self) -> dict[str, Any] | None:
+        """The published snapshot's data when it is not the one held; None when there is nothing
+        new, or another process is rebuilding it."""
+        token = cache.get(VERSION_KEY)
+        if token is not None and token == self.current.token:
+            return None
+        raw = None if token is None else cache.get(SNAPSHOT_KEY.format(token=token))
+        if raw is None:
+            # Never published, or the version key outlived its snapshot (cache flushed, evicted,
+            # restarted empty): rebuild, once for every process.
+            raw = self._rebuild(token)
+        return None if raw is None else json.loads(raw)
+
+    def _rebuild(self, seen: str | None) -> str | None:
+        """Publish from the database if this process wins the build lock (the raw snapshot);
+        None when another process holds it (it is building: the next poll loads its result)."""
+        owner = uuid.uuid4().hex
+        if not cache.add(BUILD_LOCK_KEY, owner, BUILD_LOCK_TTL):
+            self._built_elsewhere = True
+            return None
+        try:
+            # The previous holder may have published between our read and our lock.
+            token = cache.get(VERSION_KEY)
+            if token is not None and token != seen:
+                raw = cache.get(SNAPSHOT_KEY.format(token=token))
+                if raw is not None:
+                    return str(raw)
+            try:
+                token = config_publish()
+            finally:
+                self._release_db()
+            return cache.get(SNAPSHOT_KEY.format(token=token))
+        finally:
+            # Not atomic with the check; the lock's TTL is far above a read and a delete.
+            with contextlib.suppress(Exception):
+                if cache.get(BUILD_LOCK_KEY) == owner:
+                    cache.delete(BUILD_LOCK_KEY)
+
+    def _publish_owed_change(self) -> None:
+        try:
+            config_publish()  # still owed if it fails again
+        except Exception as exc:
+            logger.debug("owed configuration publish failed again: %s", exc)
+        else:
+            logger.warning("published the configuration saved while the cache was unreachable")
+        finally:
+            self._release_db()
 
     @staticmethod
     def _release_db() -> None:

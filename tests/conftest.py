@@ -6,6 +6,8 @@ database pytest-django creates (SQLite, or PostgreSQL with DATABASE_URL).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,6 +28,14 @@ def pytest_configure(config: pytest.Config) -> None:
             "The tests need a real Redis: run them with `python3 dev.py test`, which finds or "
             "starts one, or set REDIS_URL=redis://127.0.0.1:6379/15.",
             returncode=2,
+        )
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        # A file, as the embedded default runs: SQLite's in-memory shared-cache test database
+        # fails a write that meets another thread's at once ("table is locked") instead of
+        # waiting for it, as a file database does; the gateway writes from several threads.
+        database["TEST"]["NAME"] = os.path.join(
+            tempfile.gettempdir(), f"portier-test-{os.getpid()}.sqlite3"
         )
 
 

@@ -4,6 +4,7 @@ it saves is served by the running gateway within about a second."""
 from __future__ import annotations
 
 import html
+import io
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
@@ -499,3 +501,153 @@ def test_the_route_form_lets_unsafe_methods_be_retried(admin_client):
     assert 'name="retry_unsafe_methods"' in page
     assert response.status_code == 302
     assert Route.objects.get(name="pay").retry_unsafe_methods is True
+
+
+def page_text(response: Any) -> str:
+    return html.unescape(response.content.decode())
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_route_to_a_service_with_nothing_to_forward_to(admin_client):
+    service = make_service("hollow", "http://10.0.0.5:8080")
+    service.targets.update(enabled=False)
+
+    response = admin_client.post(
+        "/admin/routing/route/add/", route_form(name="dead-end", service=service.pk, path="/x")
+    )
+
+    assert response.status_code == 200
+    assert (
+        "Service “hollow” has no enabled target and does not allow registration: every request "
+        "to this route would get 503." in page_text(response)
+    )
+    assert not Route.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("service_fields", "route_fields"),
+    [
+        ({"allow_registration": True}, {}),  # instances will register themselves
+        ({}, {"enabled": False}),  # a draft: not served yet
+        ({"enabled": False}, {}),  # the service is not served either
+    ],
+    ids=["registration", "route-disabled", "service-disabled"],
+)
+def test_it_accepts_a_route_to_a_service_without_targets_that_cannot_503(
+    admin_client, service_fields, route_fields
+):
+    service = make_service("later", **service_fields)
+
+    response = admin_client.post(
+        "/admin/routing/route/add/",
+        route_form(name="later", service=service.pk, path="/later", **route_fields),
+    )
+
+    assert response.status_code == 302
+    assert Route.objects.filter(name="later").exists()
+
+
+@pytest.mark.django_db
+def test_it_refuses_enabling_from_the_route_list_a_route_with_nothing_to_forward_to(
+    admin_client,
+):
+    route = make_route(make_service("hollow"), "/hollow", enabled=False)
+
+    response = admin_client.post(
+        "/admin/routing/route/",
+        {
+            "form-TOTAL_FORMS": 1,
+            "form-INITIAL_FORMS": 1,
+            "form-MIN_NUM_FORMS": 0,
+            "form-MAX_NUM_FORMS": 1000,
+            "form-0-id": route.pk,
+            "form-0-enabled": "on",
+            "_save": "Save",
+        },
+    )
+
+    assert response.status_code == 200
+    assert "Service “hollow” has no enabled target" in page_text(response)
+    route.refresh_from_db()
+    assert route.enabled is False
+
+
+NO_UPSTREAM = "An enabled service needs at least one enabled target, or “Allow registration” on"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "targets",
+    [
+        {},
+        {
+            "targets-TOTAL_FORMS": 1,
+            "targets-0-url": "http://10.0.0.5:8080",
+            "targets-0-weight": 100,
+        },  # its only target left unchecked
+    ],
+    ids=["no-target", "target-disabled"],
+)
+def test_it_refuses_a_new_service_with_nothing_to_forward_to(admin_client, targets):
+    response = admin_client.post(
+        "/admin/routing/service/add/", service_form(Service(name="hollow"), **targets)
+    )
+
+    assert response.status_code == 200
+    assert NO_UPSTREAM in page_text(response)
+    assert not Service.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "change",
+    [{"targets-0-enabled": False}, {"targets-0-DELETE": "on"}],
+    ids=["disabled", "deleted"],
+)
+def test_it_refuses_taking_away_a_services_last_enabled_target(admin_client, change):
+    service = make_service("thin", "http://10.0.0.5:8080")
+    data = {k: v for k, v in (service_form(service) | change).items() if v is not False}
+
+    response = admin_client.post(f"/admin/routing/service/{service.pk}/change/", data)
+
+    assert response.status_code == 200
+    assert NO_UPSTREAM in page_text(response)
+    assert [(t.url, t.enabled) for t in service.targets.all()] == [("http://10.0.0.5:8080", True)]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "fields",
+    [{"allow_registration": True}, {"enabled": False}],
+    ids=["registration", "service-disabled"],
+)
+def test_it_saves_a_service_without_targets_that_cannot_503(admin_client, fields):
+    response = admin_client.post(
+        "/admin/routing/service/add/", service_form(Service(name="bare", **fields))
+    )
+
+    assert response.status_code == 302
+    assert Service.objects.filter(name="bare").exists()
+
+
+@pytest.mark.django_db
+def test_the_demo_configuration_passes_the_admins_checks(admin_client):
+    call_command("loaddemo", stdout=io.StringIO())
+    service = Service.objects.get(name="demo-echo")
+
+    saved_service = admin_client.post(
+        f"/admin/routing/service/{service.pk}/change/", service_form(service)
+    )
+    saved_routes = [
+        admin_client.post(
+            f"/admin/routing/route/{route.pk}/change/",
+            route_form_of(
+                route, role_policy=route.role_policy_id or "", strip_prefix=route.strip_prefix
+            ),
+        )
+        for route in Route.objects.filter(service=service)
+    ]
+
+    assert saved_service.status_code == 302
+    assert [r.status_code for r in saved_routes] == [302, 302]

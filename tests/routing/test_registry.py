@@ -17,8 +17,10 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.cache import cache
+from django.db.utils import OperationalError
 
-from accounts.models import User
+from accounts import services as api_key_services
+from accounts.models import ApiKey, User
 from accounts.services import api_key_issue
 from routing.echo_upstream import EchoUpstream
 from tests.conftest import make_route, make_service, publish, received
@@ -456,3 +458,19 @@ def test_an_instance_id_cannot_reach_the_registrys_own_lock(client, open_service
     )
 
     assert sorted(i["id"] for i in listed(client, registrar_key, "open")) == ["lock", "next"]
+
+
+def test_it_answers_503_when_a_key_cannot_be_checked(client, registrar_key, monkeypatch):
+    make_service("keyless", "http://127.0.0.1:9", allow_registration=True)
+    publish()
+    monkeypatch.setattr(api_key_services, "_database_failed_at", float("-inf"))
+
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("connection failed: Connection refused")
+
+    monkeypatch.setattr(ApiKey.objects, "select_related", refused)  # the key is in no cache yet
+
+    response = register(client, registrar_key, "keyless", "k-1", url="http://127.0.0.1:9")
+
+    assert response.status_code == 503  # "try again", not "your key is bad"
+    assert error_code(response) == "identity_unavailable"

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.test import override_settings
 
+from routing import snapshot
 from routing.models import ConfigVersion, Service, Target
-from routing.snapshot import SNAPSHOT_KEY, VERSION_KEY, SnapshotHolder, config_publish
+from routing.snapshot import (
+    BUILD_LOCK_KEY,
+    SNAPSHOT_KEY,
+    VERSION_KEY,
+    SnapshotHolder,
+    config_publish,
+)
 from tests.conftest import make_route, make_service
 
 DEAD_CACHE = {
@@ -205,3 +217,113 @@ def test_a_holder_rebuilds_the_snapshot_when_the_cache_lost_it():
     assert holder.refresh() is True
     assert holder.current.token != lost
     assert [route.path for route in holder.current.routes] == ["/users"]
+
+
+@pytest.fixture
+def empty_key_space() -> Iterator[None]:
+    """The shared Redis under a key prefix of this test's own: nothing published in it yet."""
+    caches = {"default": {**settings.CACHES["default"], "KEY_PREFIX": f"t-{uuid.uuid4().hex}"}}
+    with override_settings(CACHES=caches):
+        try:
+            yield
+        finally:
+            cache.delete_pattern("*")  # this prefix's keys only
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_process_rebuilds_a_missing_snapshot_and_every_other_one_loads_it(empty_key_space):
+    make_route(make_service("users", "http://127.0.0.1:9001"), "/users")
+    cache.delete_pattern("*")  # as a Redis restarted empty finds it
+    before = version()
+    holders = [SnapshotHolder() for _ in range(8)]
+    start = threading.Barrier(len(holders))
+
+    def poll(holder: SnapshotHolder) -> None:
+        start.wait()
+        try:
+            deadline = time.monotonic() + 5
+            while holder.current.token == "" and time.monotonic() < deadline:
+                holder.refresh()  # as its poll would, every interval
+                time.sleep(0.01)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=poll, args=(h,)) for h in holders]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert version() == before + 1  # one build, one version bump
+    assert {h.current.token for h in holders} == {cache.get(VERSION_KEY)}
+    assert all([r.path for r in h.current.routes] == ["/users"] for h in holders)
+    assert cache.get(BUILD_LOCK_KEY) is None
+
+
+@pytest.mark.django_db
+def test_a_holder_leaves_the_rebuild_to_the_lock_holder_until_its_lock_lapses(empty_key_space):
+    make_route(make_service("users", "http://127.0.0.1:9001"), "/users")
+    cache.add(BUILD_LOCK_KEY, "a process that died while building", 1)
+    holder = SnapshotHolder()
+    before = version()
+
+    assert holder.refresh() is False  # someone else is building: wait for the next poll
+    assert version() == before
+    time.sleep(1.1)
+
+    assert holder.refresh() is True
+    assert version() == before + 1
+    assert holder.current.token == cache.get(VERSION_KEY)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_starting_process_waits_for_the_build_under_way(empty_key_space, monkeypatch):
+    make_route(make_service("users", "http://127.0.0.1:9001"), "/users")
+    cache.delete_pattern("*")
+    cache.add(BUILD_LOCK_KEY, "another process", 10)
+
+    def other_process_builds() -> None:
+        time.sleep(0.3)  # its build lands while this one starts
+        config_publish()
+        connection.close()
+
+    threading.Thread(target=other_process_builds).start()
+    holder = SnapshotHolder()
+    monkeypatch.setattr(holder, "_run", lambda: None)  # no refresher thread
+
+    holder.start()
+
+    assert [route.path for route in holder.current.routes] == ["/users"]
+
+
+@pytest.mark.django_db
+def test_a_holder_with_nothing_loaded_serves_the_database_while_the_cache_is_unreachable():
+    make_route(make_service("users", "http://127.0.0.1:9001"), "/users")
+    holder = SnapshotHolder()
+
+    with override_settings(CACHES=DEAD_CACHE):
+        assert holder.refresh() is True
+
+    assert [route.path for route in holder.current.routes] == ["/users"]
+    assert holder.last_error is not None  # /health says degraded
+    token = config_publish()
+    assert holder.refresh() is True  # the published version replaces the local one
+    assert holder.current.token == token
+    assert holder.last_error is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_change_saved_while_the_cache_is_unreachable_is_published_once_it_answers():
+    service = make_service("users", "http://127.0.0.1:9001")
+    holder = SnapshotHolder()
+    holder.refresh()
+    token = holder.current.token
+
+    with override_settings(CACHES=DEAD_CACHE):
+        make_route(service, "/people")  # committed, and the save succeeds; its publish fails
+
+    assert snapshot._publish_owed is True
+    assert cache.get(VERSION_KEY) == token  # a Redis that kept its data still has the old one
+    assert holder.refresh() is True
+    assert sorted(route.path for route in holder.current.routes) == ["/people"]
+    assert snapshot._publish_owed is False

@@ -1,0 +1,48 @@
+"""Fault tests' cast: a Redis of their own, and the test database shared with gateway processes."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+
+from tests.faults.redis_server import REDIS_SERVER, RedisServer
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A running redis-server of this test's own: kill it, pause it, start it again."""
+    if not os.path.exists(REDIS_SERVER):
+        pytest.fail(f"the fault tests need {REDIS_SERVER}: install redis-server (README)")
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def shared_database_url(directory: Path) -> str:
+    """A DATABASE_URL for gateway processes that reads what this test committed.
+
+    PostgreSQL: the test database itself. SQLite: the test database lives in this process's
+    memory, so the processes get a copy, taken now (later writes here are not in it).
+    """
+    settings = connection.settings_dict
+    if connection.vendor == "postgresql":
+        host, port = settings["HOST"] or "127.0.0.1", settings["PORT"] or 5432
+        user = quote(settings["USER"] or "", safe="")
+        password = quote(settings["PASSWORD"] or "", safe="")
+        auth = f"{user}:{password}@" if user else ""
+        return f"postgres://{auth}{host}:{port}/{settings['NAME']}"
+    assert connection.vendor == "sqlite", connection.vendor
+    path = directory / "gateways.sqlite3"
+    connection.ensure_connection()
+    with sqlite3.connect(path) as copy:
+        connection.connection.backup(copy)
+    copy.close()
+    return f"sqlite:///{path}"
