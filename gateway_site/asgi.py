@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import itertools
 import logging
 import os
-import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -40,7 +38,6 @@ from routing.snapshot import holder  # noqa: E402
 logger = logging.getLogger("portier.serve")
 
 # Numbers each lifespan's default executor: its threads' names tell shutdown which are its own.
-_executors = itertools.count(1)
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -57,15 +54,14 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
-    sync_threads = f"portier-sync-{next(_executors)}"
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             try:
                 # The ORM and django-redis calls run here (sync_to_async, to_thread): named
-                # threads, so that shutdown can find them.
+                # threads, easy to tell apart in a thread dump or a py-spy profile.
                 asyncio.get_running_loop().set_default_executor(
-                    ThreadPoolExecutor(thread_name_prefix=sync_threads)
+                    ThreadPoolExecutor(thread_name_prefix="portier-sync")
                 )
                 await asyncio.to_thread(holder.start)
                 health_monitor.start()
@@ -78,15 +74,15 @@ async def _lifespan(receive: Any, send: Any) -> None:
             gc.freeze()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await _shutdown(sync_threads)
+            await _shutdown()
             await send({"type": "lifespan.shutdown.complete"})
             return
 
 
-async def _shutdown(sync_threads: str) -> None:
+async def _shutdown() -> None:
     """Each step runs even if one before it failed: a pool left open is only a lost goodbye, but
     counts not written are lost for good. Bounded: thread joins (5 s at most each, a tick in
-    practice), one flush, closes, and a barrier of 1 s."""
+    practice), one flush, closes, and 2 s for the executor's threads to end."""
     steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
         ("stop the refresher and the health monitor", lambda: asyncio.to_thread(_stop_threads)),
         # The monitor flushes once per PORTIER_HEALTH_SYNC_INTERVAL: the requests finished since
@@ -95,7 +91,7 @@ async def _shutdown(sync_threads: str) -> None:
         ("close the upstream pools", close_clients),
         ("close the rate-limit Redis clients", close_limit_clients),
         ("close the cache's Redis pools", lambda: asyncio.to_thread(_close_caches)),
-        ("close the database connections", lambda: _close_database_connections(sync_threads)),
+        ("close the database connections", _close_database_connections),
     ]
     for name, step in steps:
         try:
@@ -122,21 +118,13 @@ def _close_caches() -> None:
             redis.connection_pool.disconnect()
 
 
-async def _close_database_connections(sync_threads: str) -> None:
+async def _close_database_connections() -> None:
     """Django's database connections belong to the thread that opened them, and the ORM calls
-    (audit rows, key lookups, publishing) ran on the default executor: run close_all() on each
-    of its threads. Each call waits at a barrier until all have started, so no thread takes two;
-    a thread still busy (a cut request's query) makes the barrier give up after a second, and its
-    connection ends with the process. `sync_threads`: the executor's thread name prefix."""
-    threads = [t for t in threading.enumerate() if t.name.startswith(sync_threads + "_")]
-    if not threads:
-        return
-    barrier = threading.Barrier(len(threads))
-
-    def close() -> None:
-        connections.close_all()
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(timeout=1.0)
-
+    (audit rows, key lookups, publishing) ran on the default executor's threads, which no other
+    thread can reach. So the executor is shut down: its threads end, and each thread's
+    connections are closed as its thread-local storage goes (the driver closes on release).
+    Bounded: a thread stuck in a query is left to end with the process. Then this thread's own."""
     loop = asyncio.get_running_loop()
-    await asyncio.wait([loop.run_in_executor(None, close) for _ in threads], timeout=2.0)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(loop.shutdown_default_executor(), timeout=2.0)
+    connections.close_all()

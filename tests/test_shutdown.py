@@ -11,10 +11,12 @@ failing a request, and the admin's static files are served with no collectstatic
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,6 +24,7 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from django.db import connections
 
 import gateway_site.asgi
 from routing import traffic_stats
@@ -199,29 +202,27 @@ def test_the_production_server_serves_the_admins_static_files():
     assert "text/css" in response.headers["content-type"]
 
 
-def test_shutdown_closes_the_database_connections_of_every_sync_thread(monkeypatch):
-    """Django's connections are per thread: close_all() must run once on each executor thread
-    (a backend-neutral spy: SQLite's in-memory test database never really closes)."""
-    closed_on: list[str] = []
-    monkeypatch.setattr(
-        gateway_site.asgi.connections,
-        "close_all",
-        lambda: closed_on.append(threading.current_thread().name),
-    )
-    started = threading.Barrier(3)
+@pytest.mark.django_db(transaction=True)
+def test_shutdown_releases_the_database_connections_of_every_sync_thread():
+    """Django's connections are per thread: the executor's threads must end, and the connection
+    each one opened with them (the driver closes a released connection)."""
 
-    def work() -> str:
-        started.wait(timeout=5)  # three calls at once: three threads
-        return threading.current_thread().name
+    def query() -> tuple[str, weakref.ref[Any]]:
+        with connections["default"].cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return threading.current_thread().name, weakref.ref(connections["default"])
 
-    async def serve_then_shut_down() -> list[str]:
+    async def serve_then_shut_down() -> tuple[list[str], list[Any]]:
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="portier-sync-test"))
-        threads = await asyncio.gather(*(loop.run_in_executor(None, work) for _ in range(3)))
-        await gateway_site.asgi._close_database_connections("portier-sync-test")
-        return threads
+        opened = [await loop.run_in_executor(None, query) for _ in range(3)]
+        await gateway_site.asgi._close_database_connections()
+        gc.collect()
+        # Looked at before asyncio.run ends, which would shut the executor down itself.
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("portier-sync-test")]
+        return alive, [wrapper() for _, wrapper in opened]
 
-    threads = asyncio.run(serve_then_shut_down())
+    alive, wrappers = asyncio.run(serve_then_shut_down())
 
-    assert len(set(threads)) == 3
-    assert sorted(closed_on) == sorted(threads)
+    assert alive == []
+    assert wrappers == [None, None, None]
