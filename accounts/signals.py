@@ -1,4 +1,8 @@
-"""Forget cached API keys when a key, its owner, or the owner's roles change (after commit)."""
+"""Forget cached API keys when a key, its owner, or the owner's roles change (after commit).
+
+Robust on-commit: with Redis down the change is saved and the admin answers; Django logs the
+failed forget. The stale entry then lives out its TTL if that Redis comes back with its data.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ __all__ = ["connect"]
 
 def _forget_key(sender: Any, instance: ApiKey, **kwargs: Any) -> None:
     prefix = instance.prefix
-    transaction.on_commit(lambda: api_key_forget(prefix))
+    transaction.on_commit(lambda: api_key_forget(prefix), robust=True)
 
 
 def _forget_owner_keys(sender: Any, instance: Any, **kwargs: Any) -> None:
@@ -29,7 +33,7 @@ def _forget_owner_keys(sender: Any, instance: Any, **kwargs: Any) -> None:
         for prefix in prefixes:
             api_key_forget(prefix)
 
-    transaction.on_commit(forget)
+    transaction.on_commit(forget, robust=True)
 
 
 def connect() -> None:

@@ -6,6 +6,7 @@ client IP; past that, 429 rate_limited with Retry-After until the window ends.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +26,8 @@ from rest_framework_simplejwt.views import (
 
 from accounts.serializers import PortierTokenObtainSerializer
 from routing.pipeline import request_id_from
+
+logger = logging.getLogger("portier.auth")
 
 __all__ = [
     "LogoutView",
@@ -72,18 +75,24 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     return response
 
 
-def _login_usage(request: Request, username: str, increment: bool) -> list[dict[str, Any]]:
+def _login_usage(request: Request, username: str, increment: bool) -> list[dict[str, Any]] | None:
+    """Failed logins counted per client IP and per username; None when the cache (Redis) cannot
+    count: PORTIER_RATELIMIT_FAIL decides then, as for the routes' tiers."""
     rate = settings.PORTIER_LOGIN_FAILURE_RATE
-    usages = [
-        get_usage(request, group="login-failures-ip", key="ip", rate=rate, increment=increment),
-        get_usage(
-            request,
-            group="login-failures-user",
-            key=lambda _g, _r: username,
-            rate=rate,
-            increment=increment,
-        ),
-    ]
+    try:
+        usages = [
+            get_usage(request, group="login-failures-ip", key="ip", rate=rate, increment=increment),
+            get_usage(
+                request,
+                group="login-failures-user",
+                key=lambda _g, _r: username,
+                rate=rate,
+                increment=increment,
+            ),
+        ]
+    except Exception as exc:  # django-redis and redis-py raise their own connection errors
+        logger.warning("failed logins cannot be counted: %s", type(exc).__name__)
+        return None
     return [usage for usage in usages if usage is not None]
 
 
@@ -94,9 +103,14 @@ class ObtainTokenView(TokenObtainPairView):
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         username = str(request.data.get("username", "")).strip().lower()[:254]
-        blocked = [
-            u for u in _login_usage(request, username, increment=False) if u["count"] >= u["limit"]
-        ]
+        usages = _login_usage(request, username, increment=False)
+        if usages is None and settings.PORTIER_RATELIMIT_FAIL == "closed":
+            response = _error(
+                request, 503, "rate_limit_unavailable", "Sign-in is unavailable; try again soon."
+            )
+            response["Retry-After"] = "1"
+            return response
+        blocked = [u for u in usages or () if u["count"] >= u["limit"]]
         if blocked:
             retry_after = max(int(u["time_left"]) for u in blocked) or 1
             response = _error(

@@ -23,7 +23,10 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 from django.test import Client, override_settings
+from django.utils import timezone
 
+from accounts.models import ApiKey, User
+from accounts.services import api_key_issue
 from routing import health as health_state
 from routing import registry
 from routing.models import ConfigVersion, RateLimitTier
@@ -414,3 +417,35 @@ def test_the_registry_answers_503_while_redis_is_down(redis_server: RedisServer)
     assert registered.status_code == 201
     assert refused.status_code == 503
     assert refused.json()["error"]["code"] == "registry_unavailable"
+
+
+@pytest.mark.parametrize(("policy", "status"), [("open", 200), ("closed", 503)])
+def test_sign_in_follows_the_fail_policy_while_redis_is_down(
+    redis_server: RedisServer, policy: str, status: int
+) -> None:
+    User.objects.create_user("ana", email="ana@example.com", password="s3cret-enough")
+    with cache_at(redis_server.url), override_settings(PORTIER_RATELIMIT_FAIL=policy):
+        redis_server.kill()
+        response = Client().post(
+            "/auth/token",
+            {"username": "ana", "password": "s3cret-enough"},
+            content_type="application/json",
+        )
+
+    assert response.status_code == status  # failed logins cannot be counted: never a 500
+    if status == 200:
+        assert "access" in response.json()
+    else:
+        assert response.json()["error"]["code"] == "rate_limit_unavailable"
+
+
+def test_an_api_key_revoked_while_redis_is_down_is_saved(redis_server: RedisServer) -> None:
+    owner = User.objects.create_user("sync", email="sync@example.com", password="x")
+    api_key_issue(owner=owner, name="sync")
+    key = ApiKey.objects.get(owner=owner)
+    with cache_at(redis_server.url):
+        redis_server.kill()
+        key.revoked_at = timezone.now()
+        key.save()  # its cache entry cannot be forgotten: logged, and the save stands
+
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
