@@ -11,19 +11,28 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
+from routing.snapshot import holder as process_holder
 from tests.faults.redis_server import REDIS_SERVER, RedisServer
 
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    """A running redis-server of this test's own: kill it, pause it, start it again."""
+    """A running redis-server of this test's own: kill it, pause it, start it again.
+
+    Tests point this process's cache at it (settings are process-wide), so this process's own
+    config refresher, started by an earlier test's gateway, is paused: it would publish into
+    the test's Redis behind the test's back."""
     if not os.path.exists(REDIS_SERVER):
         pytest.fail(f"the fault tests need {REDIS_SERVER}: install redis-server (README)")
+    was_running = process_holder.running
+    process_holder.stop()
     server = RedisServer().start()
     try:
         yield server
     finally:
         server.close()
+        if was_running:
+            process_holder.start()
 
 
 def shared_database_url(directory: Path) -> str:

@@ -24,7 +24,21 @@ from routing.snapshot import (
     SnapshotHolder,
     config_publish,
 )
+from routing.snapshot import holder as process_holder
 from tests.conftest import make_route, make_service
+
+
+@pytest.fixture(autouse=True)
+def _process_holder_paused() -> Iterator[None]:
+    """These tests run holders of their own under changed cache settings, which are the whole
+    process's: this process's refresher (started by an earlier test's gateway) would act on them
+    too (rebuild an empty key space, publish an owed change), so it is paused meanwhile."""
+    was_running = process_holder.running
+    process_holder.stop()
+    yield
+    if was_running:
+        process_holder.start()
+
 
 DEAD_CACHE = {
     "default": {
