@@ -74,18 +74,8 @@ def gateway_processes(count: int = 2, *, fast_poll: bool = True, **env: str) -> 
     they cannot publish one of their own. `env` adds settings (e.g. PROMETHEUS_MULTIPROC_DIR,
     or DATABASE_URL for processes that share a database). They poll for new configuration every
     0.1 s; `fast_poll=False` keeps the default interval, for tests that measure propagation."""
-    from django.conf import settings
-
     workdir = tempfile.mkdtemp(prefix="portier-gw-")
-    environment = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir}/empty.sqlite3",
-        "REDIS_URL": settings.REDIS_URL,
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-        "PORTIER_CONFIG_POLL_INTERVAL": "0.1",
-        "LOG_LEVEL": "WARNING",
-        **env,
-    }
+    environment = _gateway_environment(Path(workdir), env)
     if not fast_poll:
         environment.pop("PORTIER_CONFIG_POLL_INTERVAL")
     ports = [free_port() for _ in range(count)]
@@ -166,18 +156,8 @@ def uvicorn_gateway(**env: str) -> Iterator[GatewayProcess]:
 def _gateway_process(
     command: list[str], port: int, env: dict[str, str]
 ) -> Iterator[GatewayProcess]:
-    from django.conf import settings
-
     workdir = Path(tempfile.mkdtemp(prefix="portier-gw-"))
-    environment = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{workdir}/empty.sqlite3",
-        "REDIS_URL": settings.REDIS_URL,
-        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
-        "PORTIER_CONFIG_POLL_INTERVAL": "0.1",
-        "LOG_LEVEL": "WARNING",
-        **env,
-    }
+    environment = _gateway_environment(workdir, env)
     log = workdir / "output.log"
     with log.open("wb") as out:
         # Its own process group: gunicorn's workers are stopped with it, even if the master dies.
@@ -201,3 +181,19 @@ def _gateway_process(
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _gateway_environment(workdir: Path, env: dict[str, str]) -> dict[str, str]:
+    """A gateway process's environment: this test run's Redis and key prefix, an empty database
+    file of its own (so its configuration comes from Redis), a 0.1 s poll; `env` on top."""
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{workdir}/empty.sqlite3",
+        "REDIS_URL": settings.REDIS_URL,
+        "CACHE_KEY_PREFIX": settings.CACHES["default"]["KEY_PREFIX"],
+        "PORTIER_CONFIG_POLL_INTERVAL": "0.1",
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
