@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.cookies import Morsel, SimpleCookie
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -169,12 +171,20 @@ async def _recording(
         record(ctx, error_code)
 
 
-def health(request: HttpRequest) -> JsonResponse:
-    """Liveness and dependencies: always 200 while the process serves; `status` says degraded."""
-    holder.start()
-    health_monitor.start()
+async def health(request: HttpRequest) -> JsonResponse:
+    """Liveness and dependencies: always 200 while the process serves; `status` says degraded.
+
+    Each dependency check is bounded (CHECK_TIMEOUT): a hung database or Redis makes the answer
+    degraded, never late, so a load balancer's probe does not time out and pull the instance.
+    """
+    if not holder.running:
+        await sync_to_async(holder.start, thread_sensitive=False)()
+        health_monitor.start()
     snapshot = holder.current
-    checks = {"database": _check_database(), "cache": _check_cache()}
+    database, cache_state = await asyncio.gather(
+        _bounded("database", _check_database), _bounded("cache", _check_cache)
+    )
+    checks = {"database": database, "cache": cache_state}
     # Skipped routes are configuration the admins saved and nobody is served: worth an alert.
     degraded = (
         any(value != "ok" for value in checks.values())
@@ -235,8 +245,31 @@ def _is_operator(request: HttpRequest) -> bool:
     return address_in(client, settings.PORTIER_OPS_NETWORKS)
 
 
+# Seconds a /health answer waits for one dependency check; well inside a load balancer's probe
+# timeout (commonly 2-5 s), and above a healthy check's few milliseconds.
+CHECK_TIMEOUT = 1.0
+# The checks' own threads: a hung dependency holds these, never Django's one sync thread (the
+# admin's) nor the executor the proxy writes audit rows with.
+_checks = ThreadPoolExecutor(max_workers=2, thread_name_prefix="portier-health-check")
+_running: dict[str, Future[str]] = {}
+
+
+async def _bounded(name: str, check: Callable[[], str]) -> str:
+    """The check's result, or "error: timeout". A check still running from an earlier probe is
+    awaited again rather than started twice, so probes against a hung dependency pile no threads.
+    """
+    future = _running.get(name)
+    if future is None or future.done():
+        future = _running[name] = _checks.submit(check)
+    try:
+        return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), CHECK_TIMEOUT)
+    except TimeoutError:
+        return "error: timeout"
+
+
 def _check_database() -> str:
     try:
+        close_old_connections()  # a long-lived thread: drop a connection the database broke
         connection.ensure_connection()
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")

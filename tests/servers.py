@@ -106,7 +106,7 @@ def gateway_processes(count: int = 2, *, fast_poll: bool = True, **env: str) -> 
 
 def _answers_health(url: str) -> bool:
     try:
-        return httpx.get(url + "/health", timeout=1).status_code == 200
+        return httpx.get(url + "/health", timeout=3).status_code == 200
     except httpx.HTTPError:
         return False
 

@@ -342,3 +342,48 @@ def test_a_running_process_rides_out_losing_its_database_and_recovers(upstream, 
             assert query(own_database["name"], "SELECT count(*) FROM audit_auditentry") >= 2
     finally:
         forwarder.close()
+
+
+# --- A database that accepts connections and never answers ---------------------------------------
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[int]:
+    """A port whose listener takes connections into its backlog and never says a word, as a
+    hung database host does: clients wait for their own timeouts."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield listener.getsockname()[1]
+
+
+def test_health_answers_in_time_while_the_database_hangs(upstream, cached_configuration):
+    with (
+        black_hole() as port,
+        gateway_processes(1, DATABASE_URL=f"postgres://postgres@127.0.0.1:{port}/portier") as [url],
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        probes: list[tuple[float, httpx.Response]] = []
+
+        def probe() -> None:
+            started = time.perf_counter()
+            response = http.get("/health")
+            probes.append((time.perf_counter() - started, response))
+
+        # Five load-balancer probes at once: each database check would wait for the 3 s connect
+        # timeout, and all of them for one another on Django's one sync thread.
+        threads = [threading.Thread(target=probe) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        served = http.get("/open/a")
+
+    assert len(probes) == 5
+    assert max(seconds for seconds, _ in probes) < 2.0
+    for _, response in probes:
+        assert response.status_code == 200
+        assert response.json()["status"] == "degraded"
+        assert response.json()["checks"]["database"].startswith("error")
+        assert response.json()["checks"]["cache"] == "ok"
+    assert served.status_code == 200
