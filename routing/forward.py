@@ -184,7 +184,7 @@ async def _send(ctx: RequestContext, service: ServiceSpec) -> httpx.Response:
             _done(service, target, ok=False)
             logger.warning("upstream %s failed %s: %r", target.key, ctx.request_id, exc)
             raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None
-        except BaseException:  # cancelled: the client went away
+        except BaseException:  # cancelled, or ClientGone: the client went away
             balancer.in_flight[target.sid] -= 1
             health.forget_trial(target)
             raise

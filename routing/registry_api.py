@@ -166,14 +166,25 @@ class RegistryUnavailable(APIException):
     default_code = "registry_unavailable"
 
 
+_REFUSALS: dict[type[Exception], type[APIException]] = {
+    registry.RegistryFull: RegistryFull,
+    registry.RegistryBusy: RegistryBusy,
+    registry.InstanceOwned: InstanceOwned,
+}
+
+
 class _RegistryView(APIView):
     authentication_classes = [GatewayAuthentication]
     permission_classes = [IsRegistrar]
 
     def handle_exception(self, exc: Exception) -> Response:
-        # Instances live in Redis: while it is unreachable the answer is "try again" (503), not
-        # a 500. The gateway itself keeps routing to the instances it already knows.
-        if isinstance(exc, _REDIS_DOWN):
+        """routing.registry's refusals as their API errors, in one place for every view."""
+        answer = _REFUSALS.get(type(exc))
+        if answer is not None:
+            exc = answer()
+        elif isinstance(exc, _REDIS_DOWN):
+            # Instances live in Redis: while it is unreachable the answer is "try again" (503),
+            # not a 500. The gateway itself keeps routing to the instances it already knows.
             logger.warning("registry call failed, Redis unreachable: %r", exc)
             exc = RegistryUnavailable()
         return super().handle_exception(exc)
@@ -196,20 +207,13 @@ class _RegistryView(APIView):
         data = InstanceSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         owner, override = _owner(request)
-        try:
-            instance, created = registry.instance_register(
-                service=service,
-                instance_id=instance_id,
-                owner=owner,
-                override=override,
-                **data.validated_data,
-            )
-        except registry.RegistryFull:
-            raise RegistryFull from None
-        except registry.RegistryBusy:
-            raise RegistryBusy from None
-        except registry.InstanceOwned:
-            raise InstanceOwned from None
+        instance, created = registry.instance_register(
+            service=service,
+            instance_id=instance_id,
+            owner=owner,
+            override=override,
+            **data.validated_data,
+        )
         return Response(
             {"instance": instance.as_dict(), "expires_in": instance.ttl},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
@@ -233,14 +237,9 @@ class InstanceView(_RegistryView):
     def delete(self, request: Request, service: str, instance_id: str) -> Response:
         self.service(service)
         owner, override = _owner(request)
-        try:
-            removed = registry.instance_deregister(
-                service=service, instance_id=instance_id, owner=owner, override=override
-            )
-        except registry.RegistryBusy:
-            raise RegistryBusy from None
-        except registry.InstanceOwned:
-            raise InstanceOwned from None
+        removed = registry.instance_deregister(
+            service=service, instance_id=instance_id, owner=owner, override=override
+        )
         if not removed:
             raise NotFound("No live instance has this id.", code="not_registered")
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -250,12 +249,9 @@ class HeartbeatView(_RegistryView):
     def post(self, request: Request, service: str, instance_id: str) -> Response:
         self.service(service)
         owner, override = _owner(request)
-        try:
-            instance = registry.instance_heartbeat(
-                service=service, instance_id=instance_id, owner=owner, override=override
-            )
-        except registry.InstanceOwned:
-            raise InstanceOwned from None
+        instance = registry.instance_heartbeat(
+            service=service, instance_id=instance_id, owner=owner, override=override
+        )
         if instance is None:
             raise NotFound(
                 "No live instance has this id (it expired): register it again.",
