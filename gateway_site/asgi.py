@@ -37,8 +37,6 @@ from routing.snapshot import holder  # noqa: E402
 
 logger = logging.getLogger("portier.serve")
 
-# Numbers each lifespan's default executor: its threads' names tell shutdown which are its own.
-
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     kind = scope["type"]

@@ -10,7 +10,6 @@ parameters are redacted as in the audit log.
 from __future__ import annotations
 
 import logging
-import time
 
 from audit.recording import redact_query
 from routing.context import RequestContext
@@ -20,7 +19,7 @@ __all__ = ["request_finished"]
 logger = logging.getLogger("portier.access")
 
 
-def request_finished(ctx: RequestContext, error_code: str | None) -> None:
+def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float) -> None:
     if not logger.isEnabledFor(logging.INFO):
         return
     route = ctx.route
@@ -40,7 +39,7 @@ def request_finished(ctx: RequestContext, error_code: str | None) -> None:
             "path": path,
             "status": ctx.status,
             "outcome": error_code or "ok",
-            "latency_ms": round((time.perf_counter() - ctx.started) * 1000, 2),
+            "latency_ms": round(elapsed * 1000, 2),
             "upstream_ms": round(ctx.upstream_seconds * 1000, 2) if ctx.target else None,
             "bytes_in": ctx.bytes_in,
             "bytes_out": ctx.bytes_out,

@@ -379,7 +379,7 @@ def _lost_state(
 def _sync_board(
     services: list[ServiceSpec],
     instances: dict[str, list[registry.Instance]],
-    lost_indexes: set[str] | None = None,
+    lost_indexes: set[str],
 ) -> None:
     """Rebuild this process's board from the cache: probe states, circuits, instances."""
     global board
@@ -403,7 +403,7 @@ def _sync_board(
         for instance in live:
             metadata[instance.target.sid] = instance.metadata
             expiry[instance.target.sid] = instance.heartbeat_at + instance.ttl
-        if lost_indexes and service.name in lost_indexes:
+        if service.name in lost_indexes:
             # The registry was lost with the cache: what was seen lives out its own TTL (an
             # instance's next heartbeat is refused, and it registers again).
             targets = tuple(

@@ -133,7 +133,7 @@ _series: dict[tuple[str, str], _RouteSeries] = {}
 _upstream_children: dict[str, Histogram] = {}
 
 
-def request_finished(ctx: RequestContext, error_code: str | None) -> None:
+def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float) -> None:
     """Count one request whose answer was sent (or abandoned); runs on the event loop."""
     route = ctx.route
     key = (route.name, route.service.name) if route is not None else (UNMATCHED, UNMATCHED)
@@ -146,7 +146,7 @@ def request_finished(ctx: RequestContext, error_code: str | None) -> None:
     if counter is None:
         counter = series.requests_child(method, status_class)
     counter.inc()
-    series.duration.observe(time.perf_counter() - ctx.started)
+    series.duration.observe(elapsed)
     if ctx.bytes_in:
         series.bytes_in.inc(ctx.bytes_in)
     if ctx.bytes_out:

@@ -120,10 +120,10 @@ counters = Counters()
 _failing = False  # the last flush failed: its warning is logged, not repeated every tick
 
 
-def request_finished(ctx: RequestContext, error_code: str | None) -> None:
+def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float) -> None:
     """Count one request, once its answer was sent (stage 7, record)."""
     route = ctx.route.name if ctx.route is not None else NO_ROUTE
-    counters.add(route, ctx.status, time.perf_counter() - ctx.started, time.time())
+    counters.add(route, ctx.status, elapsed, time.time())
 
 
 def flush(*, source: Counters | None = None, cache: BaseCache | None = None) -> int:
@@ -186,8 +186,6 @@ def _write_hashes(cache: BaseCache, client: Any, rows: dict[tuple[int, str], lis
     for key in keys:
         pipe.expire(key, TTL)
     pipe.execute()
-    for row in rows.values():
-        row[:] = [0] * WIDTH
 
 
 def _field_key(minute: int, route: str, field: str) -> str:
