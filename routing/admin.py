@@ -77,8 +77,7 @@ TARGET_COLUMNS = (
 def served_service(name: str) -> ServiceSpec | None:
     """The service as this process serves it: the snapshot's spec, with the health board behind
     it (both started on first use, as /health/services does)."""
-    holder.start()
-    health.monitor.start()
+    health.data_plane_start()
     return holder.current.services.get(name)
 
 

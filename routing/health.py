@@ -23,6 +23,7 @@ states until their expiry, open circuits until half-open, instances until their 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -43,6 +44,8 @@ from routing.snapshot import HealthCheckSpec, ServiceSpec, TargetSpec, holder
 __all__ = [
     "Board",
     "TargetHealth",
+    "data_plane_start",
+    "data_plane_started",
     "forget_trial",
     "monitor",
     "observe",
@@ -465,3 +468,18 @@ def _sync_board(
 
 
 monitor = Monitor()
+
+
+def data_plane_start() -> None:
+    """This process's snapshot refresher and health monitor, started if they are not running.
+
+    The served stack starts both in its lifespan; under runserver and the tests' WSGI client the
+    first view that reads them does. Blocking on a first start (it loads the snapshot)."""
+    holder.start()
+    monitor.start()
+
+
+async def data_plane_started() -> None:
+    """data_plane_start for async views: free once running, else off the event loop."""
+    if not (holder.running and monitor.running):
+        await asyncio.to_thread(data_plane_start)

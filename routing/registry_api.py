@@ -36,6 +36,7 @@ from rest_framework.views import APIView
 
 from routing import registry
 from routing.context import GatewayError
+from routing.health import data_plane_start
 from routing.identity import Identity, identify
 from routing.snapshot import ServiceSpec, holder
 
@@ -190,7 +191,7 @@ class _RegistryView(APIView):
         return super().handle_exception(exc)
 
     def service(self, name: str) -> ServiceSpec:
-        holder.start()
+        data_plane_start()
         service = holder.current.services.get(name)
         if service is None:
             raise NotFound("No enabled service has this name.", code="unknown_service")

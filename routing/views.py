@@ -10,7 +10,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from http.cookies import Morsel, SimpleCookie
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.db import close_old_connections, connection
@@ -23,7 +22,7 @@ from routing.client_ip import address_in, resolve_client_ip
 from routing.context import GatewayResponse, RequestContext
 from routing.errors import error_body
 from routing.forward import close_clients
-from routing.health import monitor as health_monitor
+from routing.health import data_plane_start, data_plane_started
 from routing.metrics import IN_FLIGHT, exposition
 from routing.record import record
 from routing.snapshot import holder
@@ -53,9 +52,7 @@ async def proxy(request: HttpRequest) -> HttpResponse:
 
 
 async def _proxy(request: HttpRequest) -> HttpResponse:
-    if not holder.running:
-        await sync_to_async(holder.start, thread_sensitive=False)()
-        health_monitor.start()
+    await data_plane_started()
     ctx = _context_from_request(request)
     if getattr(request, "scope", None) is not None:
         response = await pipeline.run(ctx)
@@ -177,9 +174,7 @@ async def health(request: HttpRequest) -> JsonResponse:
     Each dependency check is bounded (CHECK_TIMEOUT): a hung database or Redis makes the answer
     degraded, never late, so a load balancer's probe does not time out and pull the instance.
     """
-    if not holder.running:
-        await sync_to_async(holder.start, thread_sensitive=False)()
-        health_monitor.start()
+    await data_plane_started()
     snapshot = holder.current
     database, cache_state = await asyncio.gather(
         _bounded("database", _check_database), _bounded("cache", _check_cache)
@@ -215,8 +210,7 @@ def health_services(request: HttpRequest) -> HttpResponse:
     target, 503 otherwise. It shows upstream addresses, so only operators may read it."""
     if not _is_operator(request):
         return _json_error(403, "forbidden", "This endpoint is for operators only.")
-    holder.start()
-    health_monitor.start()
+    data_plane_start()
     ok, report = services_report(holder.current)
     return JsonResponse(report, status=200 if ok else 503)
 
@@ -226,8 +220,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
     and upstream addresses, so only operators may read them."""
     if not _is_operator(request):
         return _json_error(403, "forbidden", "This endpoint is for operators only.")
-    holder.start()
-    health_monitor.start()
+    data_plane_start()
     body, content_type = exposition(request.headers.get("Accept", ""))
     return HttpResponse(body, content_type=content_type)
 
