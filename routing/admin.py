@@ -242,29 +242,8 @@ class RouteTierOverrideInline(admin.TabularInline):
 
 
 class RouteForm(forms.ModelForm):
-    """The route page, and the route list's editable `enabled` column."""
-
-    class Meta:
-        model = Route
-        fields = (
-            "name",
-            "service",
-            "enabled",
-            "priority",
-            "match_type",
-            "path",
-            "methods",
-            "hosts",
-            "header_matches",
-            "strip_prefix",
-            "rewrite",
-            "preserve_host",
-            "forward_authorization",
-            "retry_unsafe_methods",
-            "role_policy",
-            "rate_limit_tier",
-            "audit",
-        )
+    """The route page, and the route list's editable `enabled` column (the admin builds it
+    from the fieldsets, or from list_editable)."""
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
