@@ -406,7 +406,13 @@ def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> Route
 
 
 def config_publish() -> str:
-    """Build the configuration from the database and publish it as a new version.
+    """Build the configuration from the database and publish it as a new version (its token)."""
+    return str(_publish()["token"])
+
+
+def _publish() -> dict[str, Any]:
+    """config_publish, answering the published data itself (a rebuilding holder serves it
+    without reading back and parsing what it just wrote).
 
     The version row's UPDATE takes a row lock (a write lock on SQLite) before anything is read, so
     concurrent publishers run one after another and the last to publish has read every commit.
@@ -433,7 +439,7 @@ def config_publish() -> str:
             raise
     _publish_owed = False
     logger.info("published configuration v%s (%d routes)", version, len(data["routes"]))
-    return token
+    return data
 
 
 _publish_owed = False  # a publish from this process failed to reach the cache
@@ -535,11 +541,11 @@ class SnapshotHolder:
         if raw is None:
             # Never published, or the version key outlived its snapshot (cache flushed, evicted,
             # restarted empty): rebuild, once for every process.
-            raw = self._rebuild(token)
-        return None if raw is None else json.loads(raw)
+            return self._rebuild(token)
+        return json.loads(raw)
 
-    def _rebuild(self, seen: str | None) -> str | None:
-        """Publish from the database if this process wins the build lock (the raw snapshot);
+    def _rebuild(self, seen: str | None) -> dict[str, Any] | None:
+        """Publish from the database if this process wins the build lock (the snapshot's data);
         None when another process holds it (it is building: the next poll loads its result)."""
         owner = uuid.uuid4().hex
         if not cache.add(BUILD_LOCK_KEY, owner, BUILD_LOCK_TTL):
@@ -551,12 +557,11 @@ class SnapshotHolder:
             if token is not None and token != seen:
                 raw = cache.get(SNAPSHOT_KEY.format(token=token))
                 if raw is not None:
-                    return str(raw)
+                    return json.loads(raw)
             try:
-                token = config_publish()
+                return _publish()
             finally:
                 self._release_db()
-            return cache.get(SNAPSHOT_KEY.format(token=token))
         finally:
             # Not atomic with the check; the lock's TTL is far above a read and a delete.
             with contextlib.suppress(Exception):
