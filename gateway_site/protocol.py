@@ -46,6 +46,8 @@ logger = logging.getLogger("portier.serve")
 _NOTHING = 0  # the request is in (being answered), or the connection is idle between requests
 _HEAD = 1
 _BODY = 2
+# Seconds a connection with no request yet may wait for one once the server shuts down.
+SHUTDOWN_GRACE = 1.0
 
 
 class PortierHttpProtocol(HttpToolsProtocol):
@@ -70,6 +72,7 @@ class PortierHttpProtocol(HttpToolsProtocol):
         self.timer: TimerHandle | None = None
         self.timer_due = 0.0  # loop time the timer fires at
         self.pausing: _PausingFlow  # self.flow, with its pauses counted (connection_made)
+        self.closing = False  # the server is shutting down: answer what is coming, then close
 
     # Connection events
 
@@ -81,6 +84,21 @@ class PortierHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_clock()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """Graceful shutdown (SIGTERM, or a worker recycled after max_requests). uvicorn closes
+        every connection with no request under way, so a request whose connection was accepted
+        a moment before (its bytes not yet read) was cut unanswered. A connection waiting for a
+        request head gets SHUTDOWN_GRACE seconds for it instead, and is closed after its answer."""
+        if self.awaiting != _HEAD or self.transport.is_closing():
+            super().shutdown()
+            return
+        self.closing = True
+        self.loop.call_later(SHUTDOWN_GRACE, self._close_if_no_request)
+
+    def _close_if_no_request(self) -> None:
+        if self.awaiting == _HEAD and not self.transport.is_closing():
+            self.transport.close()
 
     def handle_websocket_upgrade(self) -> None:
         # The transport passes to the websocket protocol: this one's clock must not close it.
@@ -96,6 +114,8 @@ class PortierHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if self.closing and self.cycle is not None:
+            self.cycle.keep_alive = False
         # A request without a body completes in this same feed_data: its body deadline is set
         # and never looked at (the timer already armed for the head serves both).
         self._expect(_BODY, self.body_timeout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -226,3 +227,20 @@ def test_shutdown_releases_the_database_connections_of_every_sync_thread():
 
     assert alive == []
     assert wrappers == [None, None, None]
+
+
+def test_a_connection_accepted_just_before_sigterm_gets_its_answer():
+    with uvicorn_gateway() as gateway:
+        port = int(gateway.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            time.sleep(0.3)  # accepted by the server, no request yet
+            gateway.process.send_signal(signal.SIGTERM)
+            time.sleep(0.2)  # the shutdown has begun: it used to close this connection here
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        gateway.process.wait(timeout=30)
+
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in answer.lower()
