@@ -12,6 +12,7 @@ from django.http import HttpRequest
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_issue, api_key_revoke
+from audit.admin import ConfigChangeAdmin
 
 
 @admin.register(User)
@@ -72,3 +73,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         self.message_user(
             request, "The selected keys are revoked on every gateway within a second."
         )
+
+
+@admin.register(ApiKey.history.model)
+class ApiKeyChangeAdmin(ConfigChangeAdmin):
+    search_fields = ("name", "prefix", "owner__username", "history_user__username")

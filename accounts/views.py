@@ -12,11 +12,11 @@ from typing import Any
 from django.conf import settings
 from django_ratelimit.core import get_usage
 from rest_framework import status
-from rest_framework.exceptions import APIException, AuthenticationFailed, ValidationError
+from rest_framework.exceptions import APIException, AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.exceptions import TokenError
 from rest_framework_simplejwt.tokens import RefreshToken
 from rest_framework_simplejwt.views import (
     TokenObtainPairView,
@@ -25,54 +25,20 @@ from rest_framework_simplejwt.views import (
 )
 
 from accounts.serializers import PortierTokenObtainSerializer
-from routing.pipeline import request_id_from
 
 logger = logging.getLogger("portier.auth")
 
-__all__ = [
-    "LogoutView",
-    "ObtainTokenView",
-    "RefreshTokenView",
-    "VerifyTokenView",
-    "json_exception_handler",
-]
-
-_CODES = {
-    "authentication_failed": "invalid_credentials",
-    "no_active_account": "invalid_credentials",
-    "token_not_valid": "invalid_token",
-    "not_authenticated": "missing_credentials",
-    "invalid": "invalid_request",
-    "parse_error": "invalid_request",
-}
+__all__ = ["LogoutView", "ObtainTokenView", "RefreshTokenView", "VerifyTokenView"]
 
 
-def _error(request: Any, status_code: int, code: str, message: str, **extra: Any) -> Response:
-    request_id = request_id_from((request.META.get("HTTP_X_REQUEST_ID") or "").encode() or None)
-    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
-    body.update(extra)
-    return Response({"error": body}, status=status_code, headers={"X-Request-ID": request_id})
+class Refused(APIException):
+    """A refusal with the gateway's stable code; the project's exception handler
+    (gateway_site.errors) writes it in the one error shape, `wait` as Retry-After."""
 
-
-def json_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    """DRF errors in the gateway's one error shape, with a stable code."""
-    if not isinstance(exc, APIException):
-        return None
-    request = context["request"]
-    codes = exc.get_codes()
-    first = codes if isinstance(codes, str) else "invalid"
-    if isinstance(exc, InvalidToken):
-        first = "token_not_valid"
-    code = _CODES.get(first, first)
-    if isinstance(exc, ValidationError):
-        return _error(
-            request, 400, "invalid_request", "The request is not valid.", fields=exc.detail
-        )
-    message = str(exc.detail) if isinstance(exc.detail, str) else "The request was refused."
-    response = _error(request, exc.status_code, code, message)
-    if exc.status_code == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="portier"'
-    return response
+    def __init__(self, status_code: int, code: str, message: str, wait: int | None = None):
+        super().__init__(detail=message, code=code)
+        self.status_code = status_code
+        self.wait = wait
 
 
 def _login_usage(request: Request, username: str, increment: bool) -> list[dict[str, Any]] | None:
@@ -105,19 +71,15 @@ class ObtainTokenView(TokenObtainPairView):
         username = str(request.data.get("username", "")).strip().lower()[:254]
         usages = _login_usage(request, username, increment=False)
         if usages is None and settings.PORTIER_RATELIMIT_FAIL == "closed":
-            response = _error(
-                request, 503, "rate_limit_unavailable", "Sign-in is unavailable; try again soon."
+            raise Refused(
+                503, "rate_limit_unavailable", "Sign-in is unavailable; try again soon.", wait=1
             )
-            response["Retry-After"] = "1"
-            return response
         blocked = [u for u in usages or () if u["count"] >= u["limit"]]
         if blocked:
             retry_after = max(int(u["time_left"]) for u in blocked) or 1
-            response = _error(
-                request, 429, "rate_limited", "Too many failed logins; try again later."
+            raise Refused(
+                429, "rate_limited", "Too many failed logins; try again later.", wait=retry_after
             )
-            response["Retry-After"] = str(retry_after)
-            return response
         try:
             return super().post(request, *args, **kwargs)
         except AuthenticationFailed:
@@ -140,9 +102,9 @@ class LogoutView(APIView):
     def post(self, request: Request) -> Response:
         raw = request.data.get("refresh")
         if not isinstance(raw, str) or not raw:
-            return _error(request, 400, "invalid_request", "Send the refresh token as `refresh`.")
+            raise Refused(400, "invalid_request", "Send the refresh token as `refresh`.")
         try:
             RefreshToken(raw).blacklist()  # type: ignore[arg-type]
         except TokenError:
-            return _error(request, 401, "invalid_token", "The refresh token is not valid.")
+            raise Refused(401, "invalid_token", "The refresh token is not valid.") from None
         return Response(status=status.HTTP_205_RESET_CONTENT)

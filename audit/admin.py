@@ -1,5 +1,8 @@
 """The audit trail and the configuration history in the admin, read-only for everyone.
 
+The history of each app's models is registered by that app's admin with `ConfigChangeAdmin`
+(routing.admin, accounts.admin): the audit app knows no other app's models.
+
 Auditors (staff users in the Auditor group, audit/migrations/0003) hold the view permissions; no
 one, superusers included, can add, change or delete a row here. The audit changelist exports what
 it shows (its filters, search and dates) as CSV, streamed in blocks of rows.
@@ -28,9 +31,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import smart_split, unescape_string_literal
 
-from accounts.models import ApiKey
 from audit.models import AuditEntry
-from routing.models import RateLimitTier, RolePolicy, Route, RouteTierOverride, Service, Target
 
 __all__ = ["AuditEntryAdmin", "ConfigChangeAdmin", "csv_blocks"]
 
@@ -404,42 +405,3 @@ class ConfigChangeAdmin(ReadOnlyAdmin):
             rows = getattr(record, field.name).select_related(key)
             if rows:
                 yield field.name, _names(rows, key)
-
-
-@admin.register(Service.history.model)
-class ServiceChangeAdmin(ConfigChangeAdmin):
-    search_fields = ("name", "history_user__username")
-
-
-@admin.register(Target.history.model)
-class TargetChangeAdmin(ConfigChangeAdmin):
-    search_fields = ("url", "history_user__username")
-
-
-@admin.register(Route.history.model)
-class RouteChangeAdmin(ConfigChangeAdmin):
-    search_fields = ("name", "path", "history_user__username")
-
-
-@admin.register(RolePolicy.history.model)
-class RolePolicyChangeAdmin(ConfigChangeAdmin):
-    search_fields = ("name", "history_user__username")
-
-
-@admin.register(RateLimitTier.history.model)
-class RateLimitTierChangeAdmin(ConfigChangeAdmin):
-    search_fields = ("name", "history_user__username")
-
-
-@admin.register(RouteTierOverride.history.model)
-class RouteTierOverrideChangeAdmin(ConfigChangeAdmin):
-    search_fields = ("route__name", "history_user__username")
-
-    def object_label(self, record: Any) -> str:
-        # From the joined rows, not the rebuilt object (whose __str__ would query twice).
-        return f"{record.route} / {record.role} -> {record.tier}"
-
-
-@admin.register(ApiKey.history.model)
-class ApiKeyChangeAdmin(ConfigChangeAdmin):
-    search_fields = ("name", "prefix", "owner__username", "history_user__username")

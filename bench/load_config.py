@@ -20,8 +20,8 @@ def load(upstream_url: str) -> None:
 
     from bench.scenarios import ROUTES
     from bench.upstream import ENDPOINTS
+    from routing.config.publish import config_publish
     from routing.models import RateLimitTier, RolePolicy, Route, Service, Target
-    from routing.snapshot import config_publish
 
     with transaction.atomic():
         service = Service(name="bench-upstream", connect_timeout=5, read_timeout=30, retries=1)

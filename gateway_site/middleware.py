@@ -17,8 +17,8 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.utils.deprecation import MiddlewareMixin
 
-from routing.errors import error_body
-from routing.pipeline import request_id_from
+from routing.proxy.context import request_id_from
+from routing.proxy.errors import error_body
 
 __all__ = ["DATABASE_ERRORS", "DatabaseUnavailableMiddleware", "database_unavailable"]
 

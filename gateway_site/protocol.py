@@ -36,7 +36,7 @@ from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from routing.errors import error_body
+from routing.proxy.errors import error_body
 
 __all__ = ["PortierHttpProtocol"]
 
@@ -186,7 +186,7 @@ class PortierHttpProtocol(HttpToolsProtocol):
             # connection: an answer it wrote meanwhile would follow the 408 onto the socket.
             cycle.disconnected = True
             cycle.message_event.set()
-        request_id = os.urandom(16).hex()  # as routing.pipeline makes them
+        request_id = os.urandom(16).hex()  # as routing.proxy.pipeline makes them
         part = "head" if awaiting == _HEAD else "body"
         if can_answer:
             self.transport.write(self._timeout_answer(part, request_id))

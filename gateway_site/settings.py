@@ -181,8 +181,8 @@ LOGGING = {
     },
 }
 
-# W3C trace context (routing.tracing): the share of new traces marked sampled (flags 01) when a
-# request arrives without a valid traceparent; a caller's own decision is always kept.
+# W3C trace context (routing.observe.tracing): the share of new traces marked sampled (flags 01)
+# when a request arrives without a valid traceparent; a caller's own decision is always kept.
 PORTIER_TRACE_SAMPLE_RATIO = env_float("PORTIER_TRACE_SAMPLE_RATIO", 1.0)
 if not 0.0 <= PORTIER_TRACE_SAMPLE_RATIO <= 1.0:
     raise ImproperlyConfigured("PORTIER_TRACE_SAMPLE_RATIO must be between 0 and 1")
@@ -326,7 +326,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "accounts.views.json_exception_handler",
+    "EXCEPTION_HANDLER": "gateway_site.errors.json_exception_handler",
 }
 
 # Login brute-force limit (django-ratelimit): failed attempts per username and per client IP.

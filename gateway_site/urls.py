@@ -11,19 +11,21 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
-from routing import views
+from gateway_site.errors import reserved_not_found
+from routing.observe import views as observe
+from routing.proxy.django_entry import proxy
 
 urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),
     path("admin/", admin.site.urls),
     path("auth/", include("accounts.urls")),
-    path("health", views.health),
-    path("health/services", views.health_services),
-    path("metrics", views.metrics),
-    path("registry/", include("routing.registry_urls")),
-    re_path(r"^(?:admin|auth|health|metrics|registry|static)(?:/|$)", views.reserved_not_found),
-    re_path(r"", views.proxy),
+    path("health", observe.health),
+    path("health/services", observe.health_services),
+    path("metrics", observe.metrics),
+    path("registry/", include("routing.upstream.registry_urls")),
+    re_path(r"^(?:admin|auth|health|metrics|registry|static)(?:/|$)", reserved_not_found),
+    re_path(r"", proxy),
 ]
 
-handler404 = "routing.views.not_found"
-handler500 = "routing.views.server_error"
+handler404 = "gateway_site.errors.not_found"
+handler500 = "gateway_site.errors.server_error"

@@ -18,10 +18,12 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from routing import health
+from audit.admin import ConfigChangeAdmin
+from routing import dataplane
+from routing.config.holder import holder
+from routing.config.spec import ServiceSpec
 from routing.models import RateLimitTier, RolePolicy, Route, RouteTierOverride, Service, Target
-from routing.snapshot import ServiceSpec, holder
-from routing.status import service_report
+from routing.observe.service_health import service_report
 
 # Upstreams are mostly plain http inside a network; Django 6 would assume https otherwise.
 URL_AS_HTTP = {models.URLField: {"assume_scheme": "http"}}
@@ -77,7 +79,7 @@ TARGET_COLUMNS = (
 def served_service(name: str) -> ServiceSpec | None:
     """The service as this process serves it: the snapshot's spec, with the health board behind
     it (both started on first use, as /health/services does)."""
-    health.data_plane_start()
+    dataplane.start()
     return holder.current.services.get(name)
 
 
@@ -375,3 +377,40 @@ class RateLimitTierAdmin(admin.ModelAdmin):
     @admin.display(description="routes", ordering="_routes")
     def route_count(self, obj: RateLimitTier) -> int:
         return obj._routes  # type: ignore[attr-defined]
+
+
+# --- Configuration history (read by auditors; the records live in the audit app) ---------
+
+
+@admin.register(Service.history.model)
+class ServiceChangeAdmin(ConfigChangeAdmin):
+    search_fields = ("name", "history_user__username")
+
+
+@admin.register(Target.history.model)
+class TargetChangeAdmin(ConfigChangeAdmin):
+    search_fields = ("url", "history_user__username")
+
+
+@admin.register(Route.history.model)
+class RouteChangeAdmin(ConfigChangeAdmin):
+    search_fields = ("name", "path", "history_user__username")
+
+
+@admin.register(RolePolicy.history.model)
+class RolePolicyChangeAdmin(ConfigChangeAdmin):
+    search_fields = ("name", "history_user__username")
+
+
+@admin.register(RateLimitTier.history.model)
+class RateLimitTierChangeAdmin(ConfigChangeAdmin):
+    search_fields = ("name", "history_user__username")
+
+
+@admin.register(RouteTierOverride.history.model)
+class RouteTierOverrideChangeAdmin(ConfigChangeAdmin):
+    search_fields = ("route__name", "history_user__username")
+
+    def object_label(self, record: Any) -> str:
+        # From the joined rows, not the rebuilt object (whose __str__ would query twice).
+        return f"{record.route} / {record.role} -> {record.tier}"

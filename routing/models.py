@@ -16,7 +16,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from simple_history.models import HistoricalRecords
 
-from routing.paths import PathRejected, is_reserved_path, normalize_path
+from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _RATE_RE = re.compile(r"^[1-9]\d*/([1-9]\d*)?[smhd]$")

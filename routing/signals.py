@@ -14,7 +14,7 @@ from typing import Any
 from django.db import connections, transaction
 from django.db.models.signals import m2m_changed, post_delete, post_save
 
-from routing.snapshot import config_publish
+from routing.config.publish import config_publish
 
 __all__ = ["connect", "publish_on_commit"]
 

@@ -16,9 +16,10 @@ import pytest
 from django.conf import settings
 from django.core.cache import cache
 
-from routing.echo_upstream import EchoUpstream
+from routing.config.holder import holder
+from routing.config.publish import config_publish
+from routing.management.echo_upstream import EchoUpstream
 from routing.models import Route, Service, Target
-from routing.snapshot import config_publish, holder
 from tests.servers import ServerThread, free_port
 
 

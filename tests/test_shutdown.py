@@ -28,7 +28,7 @@ import pytest
 from django.db import connections
 
 import gateway_site.asgi
-from routing import traffic_stats
+from routing.observe import traffic_stats
 from tests.conftest import make_route, make_service, publish
 from tests.servers import ServerThread, gunicorn_gateway, uvicorn_gateway
 

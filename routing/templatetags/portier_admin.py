@@ -10,8 +10,8 @@ from typing import Any
 from django import template
 from django.utils import timezone
 
-from routing import traffic_stats
-from routing.snapshot import holder
+from routing.config.holder import holder
+from routing.observe import traffic_stats
 
 __all__ = ["TrafficTable", "traffic_summary"]
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
-from routing.snapshot import holder as process_holder
+from routing.config.holder import holder as process_holder
 from tests.faults.redis_server import REDIS_SERVER, RedisServer
 
 

@@ -14,7 +14,8 @@ import httpx
 import pytest
 from django.core.cache import cache
 
-from routing.snapshot import SNAPSHOT_KEY, VERSION_KEY, snapshot_build
+from routing.config.build import snapshot_build
+from routing.config.publish import SNAPSHOT_KEY, VERSION_KEY
 from tests.conftest import make_route, make_service, received
 from tests.servers import gateway_processes
 

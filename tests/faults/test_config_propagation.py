@@ -9,7 +9,7 @@ import httpx
 import pytest
 from django.core.cache import cache
 
-from routing.snapshot import VERSION_KEY
+from routing.config.publish import VERSION_KEY
 from tests.conftest import make_service
 from tests.routing.test_admin import route_form
 from tests.servers import ServerThread, gateway_processes

@@ -30,10 +30,10 @@ from django.conf import settings
 
 from accounts.models import User
 from accounts.services import api_key_issue, api_key_lookup
+from routing.config.publish import config_publish
 from routing.models import RolePolicy
-from routing.snapshot import config_publish
 from tests.conftest import make_route, make_service, received
-from tests.routing.test_identity import bearer, token
+from tests.routing.proxy.test_identity import bearer, token
 from tests.servers import ROOT, ServerThread, free_port, gateway_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -27,16 +27,14 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_issue
-from routing import health as health_state
-from routing import registry
+from routing.config.build import snapshot_build
+from routing.config.compiler import snapshot_compile
+from routing.config.publish import VERSION_KEY, config_publish
+from routing.config.spec import ServiceSpec
 from routing.models import ConfigVersion, RateLimitTier
-from routing.snapshot import (
-    VERSION_KEY,
-    ServiceSpec,
-    config_publish,
-    snapshot_build,
-    snapshot_compile,
-)
+from routing.upstream import health as health_state
+from routing.upstream import monitor as health_monitor
+from routing.upstream import registry
 from tests.conftest import make_route, make_service, publish
 from tests.faults.conftest import shared_database_url
 from tests.faults.redis_server import RedisServer
@@ -315,15 +313,15 @@ def test_a_hung_redis_delays_no_request_beyond_its_timeouts(
 def board_of_its_own(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """This process's health state, fresh for the test and restored after it; the monitor thread
     (started by an earlier test's gateway) is paused so that it does not rebuild it meanwhile."""
-    was_running = health_state.monitor.running
-    health_state.monitor.stop()
+    was_running = health_monitor.monitor.running
+    health_monitor.monitor.stop()
     monkeypatch.setattr(health_state, "board", health_state.Board())
-    monkeypatch.setattr(health_state, "_instance_expiry", {})
+    monkeypatch.setattr(health_monitor, "_instance_expiry", {})
     monkeypatch.setattr(health_state, "_trials_wanted", set())
     monkeypatch.setattr(health_state, "_trials_granted", set())
     yield
     if was_running:
-        health_state.monitor.start()
+        health_monitor.monitor.start()
 
 
 def compiled_service(name: str) -> ServiceSpec:
@@ -341,13 +339,13 @@ def test_the_board_keeps_what_a_redis_restarted_empty_lost(
 
     def sync() -> None:
         instances, lost = registry.instances_and_lost_indexes([service.name])
-        health_state._sync_board([service], instances, lost)
+        health_monitor._sync_board([service], instances, lost)
 
     with cache_at(redis_server.url):
         registry.instance_register(service="kept", url=upstream_b.url, ttl=60)
         state = {"up": False, "ok": 0, "fail": 3, "checked_at": time.time()}
-        cache.set(health_state.ACTIVE_KEY.format(dead.sid), state, 60)
-        cache.set(health_state.CIRCUIT_KEY.format(open_target.sid), time.time() + 30, 60)
+        cache.set(health_monitor.ACTIVE_KEY.format(dead.sid), state, 60)
+        cache.set(health_monitor.CIRCUIT_KEY.format(open_target.sid), time.time() + 30, 60)
         sync()
         before = health_state.board
         redis_server.kill()
@@ -370,7 +368,7 @@ def test_a_half_open_circuit_gets_its_trial_while_redis_is_down(
     service = compiled_service("tried")
     [target] = service.targets
     snapshot = SimpleNamespace(services={"tried": service})
-    monkeypatch.setattr(health_state, "holder", SimpleNamespace(current=snapshot))
+    monkeypatch.setattr(health_monitor, "holder", SimpleNamespace(current=snapshot))
     health_state._trials_wanted.add(target.sid)  # a request found its circuit half-open
     dead_cache = {
         "default": {
@@ -381,7 +379,7 @@ def test_a_half_open_circuit_gets_its_trial_while_redis_is_down(
     }
 
     with override_settings(CACHES=dead_cache):
-        health_state.Monitor().tick()
+        health_monitor.Monitor().tick()
 
     assert health_state._trials_granted == {target.sid}  # decided here, without the cache
 

@@ -17,9 +17,9 @@ from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from routing import registry
 from routing.admin import TARGET_COLUMNS
 from routing.models import ConfigVersion, RateLimitTier, RolePolicy, Route, Service
+from routing.upstream import registry
 from tests.conftest import make_route, make_service, publish
 
 ADMIN_PAGES = [

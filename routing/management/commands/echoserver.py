@@ -1,4 +1,4 @@
-"""Run the echo upstream (routing.echo_upstream) for the demo: `manage.py echoserver`."""
+"""Run the echo upstream (routing.management.echo_upstream) for the demo: `manage.py echoserver`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import uvicorn
 from django.core.management.base import BaseCommand
 
-from routing.echo_upstream import EchoUpstream
+from routing.management.echo_upstream import EchoUpstream
 
 
 class Command(BaseCommand):

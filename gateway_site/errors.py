@@ -1,0 +1,63 @@
+"""The gateway's own pages and APIs answer errors in the proxy's one shape
+(routing.proxy.errors): Django's 404 and 500 handlers, and DRF's exception handler for /auth/
+and the registry API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework_simplejwt.exceptions import InvalidToken
+
+from routing.proxy.context import request_id_from
+from routing.proxy.errors import json_error
+
+__all__ = ["json_exception_handler", "not_found", "reserved_not_found", "server_error"]
+
+# DRF's and simplejwt's codes, as the gateway names them.
+_CODES = {
+    "authentication_failed": "invalid_credentials",
+    "no_active_account": "invalid_credentials",
+    "token_not_valid": "invalid_token",
+    "not_authenticated": "missing_credentials",
+    "invalid": "invalid_request",
+    "parse_error": "invalid_request",
+}
+
+
+def json_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
+    """DRF errors in the gateway's one error shape, with a stable code and the request id; an
+    exception's `wait` (DRF's convention) is sent as Retry-After."""
+    if not isinstance(exc, APIException):
+        return None
+    request = context["request"]
+    request_id = request_id_from((request.META.get("HTTP_X_REQUEST_ID") or "").encode() or None)
+    if isinstance(exc, ValidationError):
+        return json_error(
+            400, "invalid_request", "The request is not valid.", request_id, fields=exc.detail
+        )
+    codes = exc.get_codes()
+    first = codes if isinstance(codes, str) else "invalid"
+    if isinstance(exc, InvalidToken):
+        first = "token_not_valid"
+    message = str(exc.detail) if isinstance(exc.detail, str) else "The request was refused."
+    response = json_error(exc.status_code, _CODES.get(first, first), message, request_id)
+    if exc.status_code == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="portier"'
+    wait = getattr(exc, "wait", None)
+    if wait:
+        response["Retry-After"] = str(int(wait))
+    return response
+
+
+def reserved_not_found(request: HttpRequest) -> HttpResponse:
+    return json_error(404, "not_found", "This gateway path does not exist.")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    return json_error(404, "not_found", "This gateway path does not exist.")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return json_error(500, "internal_error", "The gateway failed to handle the request.")

@@ -1,0 +1,1 @@
+"""The pipeline's stages, one module each, in the order routing.proxy.pipeline runs them."""

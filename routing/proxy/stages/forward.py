@@ -1,0 +1,194 @@
+"""Forward: send the request to one target of the route's service and stream the answer back.
+
+Requests and responses are httpx objects, sent through one pooled transport per event loop (so per
+process in production) that keeps connections to upstreams alive (routing.upstream.transport
+explains why it is aiohttp's pool underneath). The transport is called directly, not through
+httpx.AsyncClient.send: the client would feed every upstream Set-Cookie into a process-wide cookie
+jar. The response body is relayed chunk by chunk and never held whole in memory. Which target,
+and what each attempt did to its in-flight count and health, is the lease's business
+(routing.upstream.lease); this stage decides what to try next and what the client is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+
+from routing.config.spec import ServiceSpec, TargetSpec
+from routing.proxy.context import GatewayError, GatewayResponse, RequestContext
+from routing.proxy.headers import drop_hop_by_hop
+from routing.upstream import health
+from routing.upstream.lease import Lease, Overloaded
+from routing.upstream.transport import upstream_client
+
+__all__ = ["UpstreamBroken", "forward"]
+
+logger = logging.getLogger("portier.forward")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_BODY_LIMIT = 64 * 1024  # bytes of request body held to allow a retry
+
+
+class UpstreamBroken(Exception):
+    """The upstream failed after its answer had started: the client connection must be cut."""
+
+
+async def forward(ctx: RequestContext) -> GatewayResponse:
+    route = ctx.route
+    assert route is not None
+    service = route.service
+    if not service.targets and not health.board.instances.get(service.name):
+        raise GatewayError(503, "upstream_unavailable", "The service has no enabled target.")
+    try:
+        lease = Lease(service, _sticky_key(service, ctx))
+    except Overloaded:
+        raise GatewayError(
+            503,
+            "overloaded",
+            "The service is at capacity; try again shortly.",
+            [(b"retry-after", b"1")],
+        ) from None
+    try:
+        response = await _send(ctx, lease)
+    except BaseException:
+        lease.close()
+        raise
+    # httpx keeps the upstream's header-name case (NGINX sends "Connection"): compare lowered.
+    headers = [(name.lower(), value) for name, value in response.headers.raw]
+    headers = drop_hop_by_hop(headers, frozenset({b"x-request-id"}))
+    headers.append((b"x-request-id", ctx.request_id.encode()))
+    headers.extend(ctx.response_headers)
+
+    async def close() -> None:
+        try:
+            await response.aclose()
+        finally:
+            lease.close()
+
+    return GatewayResponse(response.status_code, headers, stream=_relay(response, ctx), close=close)
+
+
+def _sticky_key(service: ServiceSpec, ctx: RequestContext) -> bytes | None:
+    """The value that keeps a caller on one target under consistent hashing; None falls back to
+    round-robin (and is all other algorithms need)."""
+    if service.balancing != "consistent_hash":
+        return None
+    if service.hash_on == "header":
+        return ctx.header(service.hash_header) or None
+    if service.hash_on == "user" and ctx.identity is not None:
+        return ctx.identity.subject.encode()
+    return ctx.client_ip.encode() or None
+
+
+async def _send(ctx: RequestContext, lease: Lease) -> httpx.Response:
+    """Try targets until one answers, within the retry rules and the service's time budget."""
+    route = ctx.route
+    assert route is not None
+    service = lease.service
+    content, retryable = await _body_for_retries(ctx, service, route.retry_unsafe_methods)
+    attempts = 1 + service.retries if retryable else 1
+    client = upstream_client()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + service.total_timeout if service.total_timeout else None
+    target = lease.pick()
+    if target is None:
+        raise GatewayError(
+            503, "upstream_unavailable", "No healthy target of the service is available."
+        )
+    for attempt in range(attempts):
+        if attempt and deadline is not None and loop.time() >= deadline:
+            raise GatewayError(504, "upstream_timeout", "The upstream did not answer in time.")
+        last = attempt + 1 == attempts
+        ctx.target_url = target.key
+        request = httpx.Request(
+            ctx.method,
+            target.origin.copy_with(raw_path=_raw_path(ctx, target)),
+            headers=ctx.upstream_headers,
+            content=content,
+            extensions={"timeout": service.timeout},
+        )
+        try:
+            # The budget also bounds the wait for a free pooled connection, which aiohttp's own
+            # timeouts do not: a full pool is this process's state, never a target's failure.
+            async with asyncio.timeout_at(deadline):
+                response = await client.handle_async_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # The request never reached the upstream: safe to send again, anywhere.
+            lease.failed()
+            logger.warning("upstream %s refused %s: %r", target.key, ctx.request_id, exc)
+            following = None if last else lease.pick()
+            if following is not None:
+                target = following
+                continue
+            raise GatewayError(
+                502, "upstream_unavailable", "The upstream refused the connection."
+            ) from None
+        except TimeoutError:  # the service's budget ran out: not this attempt's target's fault
+            lease.abandoned()
+            raise GatewayError(
+                504, "upstream_timeout", "The upstream did not answer in time."
+            ) from None
+        except httpx.TimeoutException:
+            lease.failed()
+            raise GatewayError(
+                504, "upstream_timeout", "The upstream did not answer in time."
+            ) from None
+        except httpx.TransportError as exc:
+            lease.failed()
+            logger.warning("upstream %s failed %s: %r", target.key, ctx.request_id, exc)
+            raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None
+        except BaseException:  # cancelled, or ClientGone: the client went away
+            lease.abandoned()
+            raise
+        status = response.status_code
+        lease.answered(status)
+        if status in service.retry_statuses and not last:
+            # Retried only when another attempt can go out; else this answer is the answer.
+            following = lease.pick()
+            if following is not None:
+                await response.aclose()
+                target = following
+                continue
+        ctx.upstream_seconds = loop.time() - started
+        ctx.upstream_status = status
+        ctx.target = target
+        return response
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _body_for_retries(
+    ctx: RequestContext, service: ServiceSpec, unsafe_allowed: bool
+) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+    """The body to send, and whether the request may be sent more than once.
+
+    A body can be streamed only once: a small one with a declared length is read first, so it
+    can be sent again; a larger or chunked one is streamed through and never retried.
+    """
+    retryable = service.retries > 0 and (ctx.method in IDEMPOTENT or unsafe_allowed)
+    if not ctx.has_body or ctx.receive_body is None:
+        return None, retryable
+    length = ctx.header(b"content-length")
+    if retryable and length is not None and length.isdigit() and int(length) <= RETRY_BODY_LIMIT:
+        return b"".join([chunk async for chunk in ctx.receive_body()]), True
+    return ctx.receive_body(), False
+
+
+def _raw_path(ctx: RequestContext, target: TargetSpec) -> bytes:
+    path = (target.base_path + ctx.upstream_path).encode("ascii")
+    return path + b"?" + ctx.query_string if ctx.query_string else path
+
+
+async def _relay(response: httpx.Response, ctx: RequestContext) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.aiter_raw():
+            ctx.bytes_out += len(chunk)
+            yield chunk
+    except httpx.HTTPError as exc:
+        logger.warning("upstream %s broke mid-answer %s: %r", ctx.target_url, ctx.request_id, exc)
+        raise UpstreamBroken(str(exc)) from None
+    finally:
+        await response.aclose()

@@ -1,0 +1,124 @@
+"""Authenticate: who is calling, from a Bearer JWT or an API key.
+
+Credentials: `Authorization: Bearer <jwt>`, `Authorization: ApiKey <key>` or `X-API-Key: <key>`.
+A request without credentials goes on anonymously (the authorize stage decides whether that is
+enough); credentials that are present must be valid, on every route.
+
+JWTs are verified without I/O. API keys come from this process's copy or the cache, and from the
+database only on a miss: when that misses and the database is down, the answer is 503
+identity_unavailable (the key may be valid, so not 401).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from django.conf import settings
+
+from accounts.services import ApiKeysUnavailable, api_key_lookup, api_key_touch
+from routing.proxy.context import GatewayError, Identity, RequestContext
+from routing.proxy.tokens import TokenExpired, TokenInvalid, verifier
+
+__all__ = ["authenticate", "identify"]
+
+logger = logging.getLogger("portier.identity")
+
+
+def _unauthorized(code: str, message: str, scheme: str = "Bearer") -> GatewayError:
+    challenge = f'{scheme} realm="portier"'
+    if code != "missing_credentials":
+        challenge += f', error="{"invalid_token" if scheme == "Bearer" else code}"'
+    return GatewayError(401, code, message, [(b"www-authenticate", challenge.encode())])
+
+
+async def authenticate(ctx: RequestContext) -> None:
+    ctx.identity = await identify(ctx.header(b"authorization"), ctx.header(b"x-api-key"))
+
+
+async def identify(authorization: bytes | None, api_key: bytes | None) -> Identity | None:
+    """The caller named by these headers; None without gateway credentials; GatewayError (401)
+    for credentials that are not valid, 503 when an API key cannot be checked. The gateway's own
+    APIs (the registry) use it too."""
+    if authorization is not None:
+        scheme, _, credential = authorization.decode("latin-1").strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            return await _from_jwt(credential.strip())
+        if scheme == "apikey":
+            return await _from_api_key(credential.strip())
+        if api_key is None:
+            # Another scheme (Basic, ...) is the upstream's business: not gateway credentials.
+            return None
+    if api_key is not None:
+        return await _from_api_key(api_key.decode("latin-1").strip())
+    return None
+
+
+async def _from_jwt(raw: str) -> Identity:
+    try:
+        claims = await verifier.verify(raw)
+    except TokenExpired:
+        raise _unauthorized("token_expired", "The token has expired.") from None
+    except TokenInvalid as exc:
+        logger.info("invalid token refused: %s", exc)  # the reason stays in the log
+        raise _unauthorized("invalid_token", "The token is not valid.") from None
+    subject = claims.get(settings.PORTIER_JWT_USER_ID_CLAIM)
+    email = claims.get(settings.PORTIER_JWT_EMAIL_CLAIM) or ""
+    roles = _roles(claims.get(settings.PORTIER_JWT_ROLES_CLAIM))
+    # These values become upstream headers: refuse what could not be sent as one.
+    if (
+        subject is None
+        or isinstance(subject, (dict, list, bool))
+        or not isinstance(email, str)
+        or not all(_header_safe(v) for v in (str(subject), email, *roles))
+    ):
+        logger.info("token with unusable identity claims refused")
+        raise _unauthorized("invalid_token", "The token is not valid.")
+    return Identity(
+        subject=str(subject),
+        email=email,
+        roles=frozenset(roles),
+        primary_role=roles[0] if roles else "",
+        method="jwt",
+    )
+
+
+def _roles(value: object) -> list[str]:
+    """Roles from a claim that may be a list (ours) or a single string (the seed's `role`)."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v]
+    return []
+
+
+def _header_safe(value: str) -> bool:
+    return value.isprintable() and len(value) <= 256
+
+
+async def _from_api_key(key: str) -> Identity:
+    try:
+        record = await api_key_lookup(key)
+    except ApiKeysUnavailable:
+        raise GatewayError(
+            503,
+            "identity_unavailable",
+            "The API key cannot be checked right now; try again shortly.",
+            [(b"retry-after", b"5")],
+        ) from None
+    if (
+        record is None
+        or record.revoked
+        or (record.expires_at is not None and record.expires_at <= time.time())
+    ):
+        raise _unauthorized("invalid_api_key", "The API key is not valid.", scheme="ApiKey")
+    api_key_touch(record.prefix)
+    return Identity(
+        subject=str(record.owner_id),
+        email=record.email,
+        roles=frozenset(record.roles),
+        primary_role=record.roles[0] if record.roles else "",
+        method="api_key",
+        key_prefix=record.prefix,
+    )

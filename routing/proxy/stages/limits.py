@@ -1,0 +1,201 @@
+"""Limit: the route's rate-limit tier, counted in Redis so every instance shares it.
+
+Windows, keys and rates are django-ratelimit's own (its window function, cache-key function and
+rate grammar), so the two I/O paths below count the very same Redis keys:
+
+- async (default): one Lua script (INCR, and EXPIRE on a window's first hit) on redis.asyncio,
+  awaited on the event loop;
+- thread: django-ratelimit's `get_usage` through django-redis, in a worker thread;
+- without Redis: `get_usage` on the in-process cache, inline (no I/O to wait for).
+
+bench/ measures async against thread. When Redis cannot count, PORTIER_RATELIMIT_FAIL decides:
+open (default: serve, log) or closed (503). After a failure Redis is skipped for
+PORTIER_RATELIMIT_RETRY_AFTER_FAILURE seconds, so a dead Redis costs no request a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, get_usage
+from redis.commands.core import AsyncScript
+
+from routing.config.spec import RouteSpec, TierSpec
+from routing.proxy.context import GatewayError, RequestContext
+
+__all__ = ["close_limit_clients", "limit"]
+
+logger = logging.getLogger("portier.limits")
+
+
+@dataclass(frozen=True, slots=True)
+class _Count:
+    count: int
+    window_end: int
+
+
+class _RedisDown(Exception):
+    pass
+
+
+_clients: dict[tuple[asyncio.AbstractEventLoop, str], AsyncScript] = {}
+_down_until = 0.0
+_failing = False  # the last attempt failed (logged once until Redis counts again)
+
+
+async def limit(ctx: RequestContext) -> None:
+    route = ctx.route
+    assert route is not None
+    tier = _tier_for(route, ctx)
+    if tier is None:
+        return
+    value = _key_value(tier, ctx)
+    group = f"portier:{route.id}:{tier.name}" + (f":{ctx.method}" if tier.per_method else "")
+    try:
+        counted = await _count(group, value, tier)
+    except _RedisDown:
+        if settings.PORTIER_RATELIMIT_FAIL == "closed":
+            raise GatewayError(
+                503,
+                "rate_limit_unavailable",
+                "Rate limiting is unavailable; try again soon.",
+                [(b"retry-after", b"1")],
+            ) from None
+        return  # fail open: served without a count (logged when Redis went down)
+    ctx.tier_name = tier.name
+    reset = max(0, counted.window_end - int(time.time()))
+    remaining = max(0, tier.limit - counted.count)
+    headers = [
+        (b"ratelimit-limit", str(tier.limit).encode()),
+        (b"ratelimit-remaining", str(remaining).encode()),
+        (b"ratelimit-reset", str(reset).encode()),
+        (b"ratelimit-policy", f"{tier.limit};w={tier.period}".encode()),
+    ]
+    if counted.count > tier.limit:
+        raise GatewayError(
+            429,
+            "rate_limited",
+            "Too many requests.",
+            [*headers, (b"retry-after", str(max(1, reset)).encode())],
+        )
+    ctx.response_headers.extend(headers)
+
+
+def _tier_for(route: RouteSpec, ctx: RequestContext) -> TierSpec | None:
+    """The route's tier, or the most generous override among the caller's roles."""
+    if route.tier_overrides and ctx.identity is not None:
+        roles = ctx.identity.roles
+        overrides = [tier for role, tier in route.tier_overrides if role in roles]
+        if overrides:
+            return max(overrides, key=lambda t: t.limit / t.period)
+    return route.tier
+
+
+def _key_value(tier: TierSpec, ctx: RequestContext) -> str:
+    identity = ctx.identity
+    if tier.key == "route":
+        return "route"
+    if tier.key == "user" and identity is not None:
+        return f"user:{identity.subject}"
+    if tier.key == "api_key" and identity is not None:
+        return f"key:{identity.key_prefix}" if identity.key_prefix else f"user:{identity.subject}"
+    if tier.key == "header":
+        value = ctx.header(tier.header_name.lower().encode("latin-1"))
+        if value is not None:
+            return "header:" + value.decode("latin-1")[:256]
+    # ip, and every key whose subject is missing (anonymous caller, absent header).
+    return f"ip:{ctx.client_ip}"
+
+
+async def _count(group: str, value: str, tier: TierSpec) -> _Count:
+    if not settings.PORTIER_RATELIMIT_REDIS_URL:
+        return _count_with_django_ratelimit(group, value, tier)
+    global _down_until, _failing
+    if time.monotonic() < _down_until:
+        raise _RedisDown
+    try:
+        if settings.PORTIER_RATELIMIT_BACKEND == "thread":
+            counted = await sync_to_async(_count_with_django_ratelimit, thread_sensitive=False)(
+                group, value, tier
+            )
+        else:
+            counted = await _count_async(group, value, tier)
+    except Exception as exc:  # connection refused, timeout, protocol error...
+        _down_until = time.monotonic() + settings.PORTIER_RATELIMIT_RETRY_AFTER_FAILURE
+        if not _failing:  # once per outage, not once per retry
+            logger.warning(
+                "rate limiting cannot reach Redis (%s); failing %s, retrying every %.1fs",
+                type(exc).__name__,
+                settings.PORTIER_RATELIMIT_FAIL,
+                settings.PORTIER_RATELIMIT_RETRY_AFTER_FAILURE,
+            )
+        _failing = True
+        raise _RedisDown from None
+    if _failing:
+        _failing = False
+        logger.warning("rate limiting reaches Redis again: counting")
+    return counted
+
+
+# One atomic command per request: count, and start the window's expiry on its first request
+# (the same expiry django-ratelimit gives the keys it creates). bench/ measured it against
+# MULTI/INCR/EXPIRE/EXEC: one reply to parse instead of four.
+_INCR_WITH_EXPIRY = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
+async def _count_async(group: str, value: str, tier: TierSpec) -> _Count:
+    window = _get_window(value, tier.period)
+    key = cache.make_key(_make_cache_key(group, window, tier.rate, value, None))
+    count = await _script()(keys=[key], args=[tier.period + EXPIRATION_FUDGE])
+    return _Count(int(count), window)
+
+
+def _script() -> AsyncScript:
+    url = settings.PORTIER_RATELIMIT_REDIS_URL
+    loop = asyncio.get_running_loop()
+    script = _clients.get((loop, url))
+    if script is None:
+        timeout = settings.PORTIER_RATELIMIT_REDIS_TIMEOUT
+        client = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
+        )
+        script = client.register_script(_INCR_WITH_EXPIRY)
+        _clients[(loop, url)] = script
+    return script
+
+
+class _Request:
+    """The little of a request django-ratelimit's get_usage reads (the key is given as a value)."""
+
+    method = "GET"
+
+
+def _count_with_django_ratelimit(group: str, value: str, tier: TierSpec) -> _Count:
+    usage: dict[str, Any] | None = get_usage(
+        _Request(),
+        group=group,
+        key=lambda _group, _request: value,
+        rate=tier.rate,
+        increment=True,
+    )
+    if usage is None or usage["time_left"] < 0:  # django-ratelimit's "cache failed" answer
+        raise _RedisDown("django-ratelimit could not count")
+    return _Count(int(usage["count"]), int(time.time()) + int(usage["time_left"]))
+
+
+async def close_limit_clients() -> None:
+    loop = asyncio.get_running_loop()
+    for key in [k for k in _clients if k[0] is loop]:
+        await _clients.pop(key).registered_client.aclose()

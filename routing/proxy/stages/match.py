@@ -1,0 +1,92 @@
+"""Match: pick the route for a request from the snapshot's ordered route table.
+
+Routes are pre-sorted (priority, then path length); the first route whose host, path, headers and
+method all match wins. A path that matches only with another method gives 405 with Allow.
+"""
+
+from __future__ import annotations
+
+import re
+
+from django.conf import settings
+
+from routing.config.spec import RouteSpec
+from routing.proxy.context import GatewayError, RequestContext
+from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
+
+__all__ = ["match", "route_path_matches"]
+
+
+async def match(ctx: RequestContext) -> None:
+    try:
+        ctx.path = normalize_path(
+            ctx.raw_path, allow_encoded_slashes=settings.PORTIER_ALLOW_ENCODED_SLASHES
+        )
+    except PathRejected as exc:
+        raise GatewayError(400, "invalid_path", str(exc)) from None
+    if is_reserved_path(ctx.path):  # e.g. /x/../admin/: the gateway's own paths are never proxied
+        raise GatewayError(404, "route_not_found", "No route matches this request.")
+    ctx.host = _host_of(ctx)
+    allowed: set[str] = set()
+    for route in ctx.snapshot.routes:
+        if route.hosts and not _host_matches(ctx.host, route.hosts):
+            continue
+        found = route_path_matches(route, ctx.path)
+        if found is None:
+            continue
+        if route.header_matches and not _headers_match(ctx, route):
+            continue
+        if route.methods and ctx.method not in route.methods:
+            allowed |= route.methods
+            continue
+        ctx.route = route
+        ctx.route_match = found
+        return
+    if allowed:
+        allow = ", ".join(sorted(allowed))
+        raise GatewayError(
+            405,
+            "method_not_allowed",
+            f"{ctx.method} is not allowed here.",
+            [(b"allow", allow.encode())],
+        )
+    raise GatewayError(404, "route_not_found", "No route matches this request.")
+
+
+def route_path_matches(route: RouteSpec, path: str) -> re.Match[str] | bool | None:
+    """A regex match object, True for a plain match, None when the path does not match."""
+    if route.regex is not None:
+        return route.regex.fullmatch(path)
+    if route.match_type == "exact":
+        return True if path == route.path else None
+    prefix = route.path
+    # Whole segments only: /api matches /api and /api/x, never /apix.
+    if path == prefix or path.startswith(prefix if prefix.endswith("/") else prefix + "/"):
+        return True
+    return None
+
+
+def _host_of(ctx: RequestContext) -> str:
+    raw = ctx.header(b"host") or b""
+    host = raw.decode("latin-1").strip().lower()
+    if host.startswith("["):  # IPv6 literal
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if ":" in host else host
+
+
+def _host_matches(host: str, patterns: tuple[str, ...]) -> bool:
+    for pattern in patterns:
+        if pattern.startswith("*."):
+            if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
+                return True
+        elif host == pattern:
+            return True
+    return False
+
+
+def _headers_match(ctx: RequestContext, route: RouteSpec) -> bool:
+    for name, expected in route.header_matches:
+        value = ctx.header(name.encode("latin-1"))
+        if value is None or value.decode("latin-1") != expected:
+            return False
+    return True
