@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
-from routing.proxy.stages.forward import close_clients
+from routing.upstream.transport import close_clients
 from tests.conftest import make_route, make_service, publish, received
 from tests.servers import ServerThread
 
