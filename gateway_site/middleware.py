@@ -1,6 +1,6 @@
 """A database outage on the gateway's own pages: a clear 503, never a crash page.
 
-Proxying never needs the database (routing.snapshot), but the admin and /auth/ do. Left alone, a
+Proxying never needs the database (routing.config), but the admin and /auth/ do. Left alone, a
 refused connection would surface as a 500 (with DEBUG on, Django's page of settings and stack).
 This middleware answers 503 instead: a plain HTML page under /admin/, the gateway's JSON error
 shape elsewhere, and one log line naming the error but never the DSN or its password.

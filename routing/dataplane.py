@@ -27,7 +27,7 @@ from routing.proxy.stages.limits import close_limit_clients
 from routing.upstream.monitor import monitor
 from routing.upstream.transport import close_clients
 
-__all__ = ["shutdown", "start", "started", "stop"]
+__all__ = ["close_database_connections", "shutdown", "start", "started", "stop"]
 
 logger = logging.getLogger("portier.serve")
 
@@ -108,7 +108,7 @@ async def shutdown() -> None:
         ("close the upstream pools", close_clients),
         ("close the rate-limit Redis clients", close_limit_clients),
         ("close the cache's Redis pools", lambda: asyncio.to_thread(_close_caches)),
-        ("close the database connections", _close_database_connections),
+        ("close the database connections", close_database_connections),
     ]
     for name, step in steps:
         try:
@@ -132,7 +132,7 @@ def _close_caches() -> None:
             redis.connection_pool.disconnect()
 
 
-async def _close_database_connections() -> None:
+async def close_database_connections() -> None:
     """Django's database connections belong to the thread that opened them, and the ORM calls
     (audit rows, key lookups, publishing) ran on the default executor's threads, which no other
     thread can reach. So the executor is shut down: its threads end, and each thread's

@@ -1,6 +1,6 @@
 """The gateway's configuration, edited in the Django admin and compiled into a snapshot.
 
-Nothing here is read per request: routing.snapshot turns the enabled rows into a frozen, compiled
+Nothing here is read per request: routing.config turns the enabled rows into a frozen, compiled
 view that every process loads from the cache.
 """
 

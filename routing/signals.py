@@ -4,7 +4,7 @@ Saving a service with its inline targets fires many signals in one transaction; 
 transaction is enough, so the on-commit callback is registered only once. A rolled-back
 transaction drops it with everything else. A publish that fails (Redis down) does not fail the
 committed save: Django logs it (robust on-commit) and the holder publishes the change once the
-cache answers again (routing.snapshot).
+cache answers again (routing.config.holder).
 """
 
 from __future__ import annotations

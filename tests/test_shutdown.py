@@ -27,7 +27,7 @@ import httpx
 import pytest
 from django.db import connections
 
-import gateway_site.asgi
+from routing import dataplane
 from routing.observe import traffic_stats
 from tests.conftest import make_route, make_service, publish
 from tests.servers import ServerThread, gunicorn_gateway, uvicorn_gateway
@@ -217,7 +217,7 @@ def test_shutdown_releases_the_database_connections_of_every_sync_thread():
         loop = asyncio.get_running_loop()
         loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="portier-sync-test"))
         opened = [await loop.run_in_executor(None, query) for _ in range(3)]
-        await gateway_site.asgi._close_database_connections()
+        await dataplane.close_database_connections()
         gc.collect()
         # Looked at before asyncio.run ends, which would shut the executor down itself.
         alive = [t.name for t in threading.enumerate() if t.name.startswith("portier-sync-test")]

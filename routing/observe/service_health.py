@@ -7,6 +7,7 @@ from typing import Any
 
 from routing.config.spec import ServiceSpec, Snapshot
 from routing.upstream import balancer, health
+from routing.upstream.monitor import monitor
 
 __all__ = ["service_report", "services_report"]
 
@@ -19,7 +20,7 @@ def services_report(snapshot: Snapshot) -> tuple[bool, dict[str, Any]]:
         "status": "ok" if ok else "unavailable",
         "time": _iso(datetime.now(UTC).timestamp()),
         "config_version": snapshot.version,
-        "health_state_error": health.monitor.last_error,
+        "health_state_error": monitor.last_error,
         "services": services,
     }
 
