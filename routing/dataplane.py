@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +22,7 @@ from django.db import connections
 
 from routing.config.holder import holder
 from routing.observe import traffic_stats
+from routing.periodic import PeriodicThread
 from routing.proxy.stages.limits import close_limit_clients
 from routing.upstream.monitor import monitor
 from routing.upstream.transport import close_clients
@@ -32,43 +32,22 @@ __all__ = ["close_database_connections", "shutdown", "start", "started", "stop"]
 logger = logging.getLogger("portier.serve")
 
 
-class _TrafficFlusher:
+class TrafficFlusher(PeriodicThread):
     """Writes this process's traffic counts to the cache every PORTIER_HEALTH_SYNC_INTERVAL.
 
     A failed write keeps its counts for the next round (traffic_stats logs it once)."""
 
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+    name = "portier-traffic-flusher"
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def interval(self) -> float:
+        return settings.PORTIER_HEALTH_SYNC_INTERVAL
 
-    def start(self) -> None:
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._run, name="portier-traffic-flusher", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.wait(settings.PORTIER_HEALTH_SYNC_INTERVAL):
-            with contextlib.suppress(Exception):
-                traffic_stats.flush()
+    def tick(self) -> None:
+        with contextlib.suppress(Exception):
+            traffic_stats.flush()
 
 
-traffic_flusher = _TrafficFlusher()
+traffic_flusher = TrafficFlusher()
 
 
 def start() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 import time
 import uuid
 from typing import Any
@@ -30,6 +29,7 @@ from routing.config.build import snapshot_build
 from routing.config.compiler import snapshot_compile
 from routing.config.publish import SNAPSHOT_KEY, VERSION_KEY, config_publish
 from routing.config.spec import EMPTY, Snapshot
+from routing.periodic import PeriodicThread
 
 __all__ = ["SnapshotHolder", "holder"]
 
@@ -53,45 +53,33 @@ def _snapshot_from_database() -> Snapshot:
     return snapshot_compile(snapshot_build(version, f"{version}-local"))
 
 
-class SnapshotHolder:
-    """Holds this process's current snapshot and keeps it fresh from the cache."""
+class SnapshotHolder(PeriodicThread):
+    """Holds this process's current snapshot and keeps it fresh from the cache: `start` loads
+    one (blocking, once), then the refresher thread polls every PORTIER_CONFIG_POLL_INTERVAL."""
+
+    name = "portier-config-refresher"
 
     def __init__(self) -> None:
+        super().__init__()
         self.current: Snapshot = EMPTY
         self.loaded_at: float = 0.0
         self.last_error: str | None = None
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._built_elsewhere = False  # the last refresh found another process rebuilding
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def interval(self) -> float:
+        return settings.PORTIER_CONFIG_POLL_INTERVAL
 
-    def start(self) -> None:
-        """Load a snapshot now (blocking, once) and start the refresher thread."""
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
+    def tick(self) -> None:
+        self.refresh()
+
+    def starting(self) -> None:
+        self.refresh()
+        # Another process is rebuilding the snapshot: better to wait briefly for it than to
+        # start serving with no routes at all.
+        deadline = time.monotonic() + BUILD_WAIT
+        while self._built_elsewhere and self.current is EMPTY and time.monotonic() < deadline:
+            time.sleep(0.05)
             self.refresh()
-            # Another process is rebuilding the snapshot: better to wait briefly for it than to
-            # start serving with no routes at all.
-            deadline = time.monotonic() + BUILD_WAIT
-            while self._built_elsewhere and self.current is EMPTY and time.monotonic() < deadline:
-                time.sleep(0.05)
-                self.refresh()
-            self._thread = threading.Thread(
-                target=self._run, name="portier-config-refresher", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     def refresh(self) -> bool:
         """Swap in the published version if it differs from the one held; True if swapped."""
@@ -181,10 +169,6 @@ class SnapshotHolder:
         # Publishing is rare on the data plane: do not keep a database connection per process.
         if not connection.in_atomic_block:
             connection.close()
-
-    def _run(self) -> None:
-        while not self._stop.wait(settings.PORTIER_CONFIG_POLL_INTERVAL):
-            self.refresh()
 
 
 holder = SnapshotHolder()

@@ -51,19 +51,24 @@ BEFORE: tuple[Stage, ...] = (
 async def run(ctx: RequestContext) -> GatewayResponse:
     """The answer to send: the upstream's (its body still streaming) or an error body.
 
-    Never raises. A fixed answer is known whole, so its audit row is completed before it is sent.
+    Raises only when cancelled. A fixed answer is known whole, so its audit row is completed
+    before it is sent.
     """
-    record.started(ctx)
-    tracing.begin(ctx)
-    spans = tracing.otel()
-    if spans is None:
-        response = await _respond(ctx, BEFORE, forward)
-    else:
-        # The server span ends with the answer's headers; a streamed body outlasts it.
-        with spans.request_span(ctx):
-            response = await _respond(ctx, spans.stages(BEFORE), spans.forward(forward))
-    if response.stream is None:
-        await audit_close(ctx, response.error_code)
+    record.started()
+    try:
+        tracing.begin(ctx)
+        spans = tracing.otel()
+        if spans is None:
+            response = await _respond(ctx, BEFORE, forward)
+        else:
+            # The server span ends with the answer's headers; a streamed body outlasts it.
+            with spans.request_span(ctx):
+                response = await _respond(ctx, spans.stages(BEFORE), spans.forward(forward))
+        if response.stream is None:
+            await audit_close(ctx, response.error_code)
+    except BaseException:  # cancelled (the server is cutting it): there is nothing to finish
+        record.abandoned()
+        raise
     return response
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,6 +34,7 @@ from django.core.cache import cache
 
 from routing.config.holder import holder
 from routing.config.spec import HealthCheckSpec, ServiceSpec, TargetSpec
+from routing.periodic import PeriodicThread
 from routing.upstream import health, registry
 from routing.upstream.health import Board
 
@@ -52,7 +52,7 @@ CIRCUIT_TTL = 7 * 24 * 3600
 _instance_expiry: dict[str, float] = {}  # state id of a registered instance -> its entry's expiry
 
 
-class Monitor:
+class Monitor(PeriodicThread):
     """The per-process background thread: probes, registry reads and the board's refresh.
 
     Every process runs one; a cache lock per target decides which process probes it in each
@@ -60,50 +60,33 @@ class Monitor:
     any gateway runs, with no extra worker to deploy (docs/design.md).
     """
 
+    name = "portier-health-monitor"
+    tick_first = True
+
     def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        super().__init__()
         self._due: dict[str, float] = {}
         self._probing: set[str] = set()
         self._pool: ThreadPoolExecutor | None = None
         self._http: httpx.Client | None = None
         self.last_error: str | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def interval(self) -> float:
+        return settings.PORTIER_HEALTH_SYNC_INTERVAL
 
-    def start(self) -> None:
-        with self._lock:
-            if self.running:
-                return
-            self._stop.clear()
-            self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portier-probe")
-            self._http = httpx.Client(
-                follow_redirects=False, headers={"user-agent": "portier-health-check"}
-            )
-            self._thread = threading.Thread(
-                target=self._run, name="portier-health-monitor", daemon=True
-            )
-            self._thread.start()
+    def starting(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="portier-probe")
+        self._http = httpx.Client(
+            follow_redirects=False, headers={"user-agent": "portier-health-check"}
+        )
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+    def stopped(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         if self._http is not None:
             self._http.close()
             self._http = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.tick()
-            self._stop.wait(settings.PORTIER_HEALTH_SYNC_INTERVAL)
 
     def tick(self) -> None:
         """One round: write passive outcomes, start due probes, claim trials, rebuild the board."""

@@ -13,11 +13,16 @@ import time
 from routing.observe import access_log, metrics, traffic_stats
 from routing.proxy.context import RequestContext
 
-__all__ = ["record", "started"]
+__all__ = ["abandoned", "record", "started"]
 
 
-def started(ctx: RequestContext) -> None:
+def started() -> None:
     metrics.IN_FLIGHT.inc()
+
+
+def abandoned() -> None:
+    """A request cancelled before it had an answer: out of the in-flight count, not recorded."""
+    metrics.IN_FLIGHT.dec()
 
 
 def record(ctx: RequestContext, error_code: str | None = None) -> None:
