@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Portier's developer entry point; needs only Python 3.11+.
 
-python3 dev.py run    set up .venv, migrate, load the demo, start the echo upstream and the
-                      gateway on http://127.0.0.1:8000 (SQLite + in-process cache)
+python3 dev.py run [PORT]
+                      set up .venv, migrate, load the demo, start the echo upstream
+                      (127.0.0.1:9001, or PORTIER_DEV_ECHO_PORT) and the gateway on
+                      http://127.0.0.1:8000 (or PORT) (SQLite + in-process cache); Ctrl-C or
+                      SIGTERM stops both
 python3 dev.py test   set up .venv, find or start Redis, run ruff, the migration check and
                       pytest (SQLite, or PostgreSQL when DATABASE_URL is set)
 python3 dev.py bench  the load benchmark (bench/README.md): gateway vs direct vs reference
@@ -10,6 +13,7 @@ python3 dev.py bench  the load benchmark (bench/README.md): gateway vs direct vs
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -21,12 +25,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
 
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PY = VENV / "bin" / "python"
 STAMP = VENV / ".portier-installed"
-PASSWORD_FILE = ROOT / ".dev-admin-password"
+# Another file keeps a test's run of dev.py out of the developer's own (tests/test_dev.py).
+PASSWORD_FILE = Path(os.environ.get("PORTIER_DEV_PASSWORD_FILE", ROOT / ".dev-admin-password"))
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+CHILD_GRACE = 35  # seconds a child may take to stop: the gateway drains for up to 30 s
+
+
+class Stopped(Exception):
+    """dev.py run was asked to stop by a signal; the children are stopped before it exits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
 
 
 def ensure_venv() -> None:
@@ -58,68 +78,100 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def manage(*args: str, env: dict[str, str] | None = None) -> None:
-    subprocess.run([str(PY), "manage.py", *args], check=True, cwd=ROOT, env=env)
+def manage(*args: str) -> None:
+    subprocess.run([str(PY), "manage.py", *args], check=True, cwd=ROOT)
 
 
 def run(argv: list[str]) -> int:
+    """Set up, then run the echo upstream and the gateway until a signal or until one of them
+    exits; both are stopped either way, so the next run finds its ports free."""
     port = int(argv[0]) if argv else 8000
-    ensure_venv()
-    env = os.environ.copy()
-    manage("migrate", "--noinput", "-v0", env=env)
-    manage("loaddemo", env=env)
-    if not PASSWORD_FILE.exists():
-        PASSWORD_FILE.write_text(secrets.token_urlsafe(12))
-    password = PASSWORD_FILE.read_text().strip()
-    subprocess.run(
-        [
-            str(PY),
-            "manage.py",
-            "shell",
-            "-c",
-            "from django.contrib.auth import get_user_model as g; U = g(); "
-            "u = U.objects.filter(username='admin').first() or "
-            "U.objects.create_superuser('admin', 'admin@example.com', 'x'); "
-            f"u.set_password({password!r}); u.save(); "
-            "from django.contrib.auth.models import Group; "
-            "u.groups.add(Group.objects.get(name='admin'))",
-        ],
-        check=True,
-        cwd=ROOT,
-        env=env,
-    )
-    children = [
-        subprocess.Popen([str(PY), "manage.py", "echoserver", "--port", "9001"], cwd=ROOT, env=env),
-        subprocess.Popen(
-            [str(PY), "-m", "gateway_site.serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-        ),
-    ]
-    print(
-        f"""
+    echo_port = int(os.environ.get("PORTIER_DEV_ECHO_PORT", "9001"))
+    # SIGTERM (a supervisor, `kill`) and SIGHUP (a closed terminal) would otherwise end dev.py
+    # at once and leave the servers it started holding their ports.
+    for each in STOP_SIGNALS:
+        signal.signal(each, _raise_stopped)
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        password = _set_up(echo_port)
+        children.append(_start([str(PY), "manage.py", "echoserver", "--port", str(echo_port)]))
+        gateway = ["-m", "gateway_site.serve", "--host", "127.0.0.1", "--port", str(port)]
+        children.append(_start([str(PY), *gateway]))
+        print(
+            f"""
 Portier is starting on http://127.0.0.1:{port}
   admin:        http://127.0.0.1:{port}/admin/   user admin, password {password}
   proxied call: curl -i http://127.0.0.1:{port}/demo/hello?x=1
   health:       curl http://127.0.0.1:{port}/health
 Ctrl-C stops the gateway and the demo upstream.
 """,
-        flush=True,
-    )
-    try:
+            flush=True,
+        )
         while all(child.poll() is None for child in children):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+            time.sleep(0.2)
+        print("dev.py run: a server stopped by itself; stopping the other", flush=True)
+        return 1
+    except Stopped as stop:
+        signum = stop.signum
+    except subprocess.CalledProcessError as exc:
+        return exc.returncode or 1
     finally:
-        for child in children:
-            child.send_signal(signal.SIGINT)
-        for child in children:
-            try:
-                child.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-    return 0
+        # Another signal while stopping must not cut the cleanup short.
+        for each in STOP_SIGNALS:
+            signal.signal(each, signal.SIG_IGN)
+        _stop(children)
+    # Die of the signal, as the caller expects of a stopped program (shell status 128 + signal).
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum
+
+
+def _set_up(echo_port: int) -> str:
+    """Migrate, load the demo pointing at the echo upstream, set the admin's password and
+    return it."""
+    ensure_venv()
+    manage("migrate", "--noinput", "-v0")
+    manage("loaddemo", "--upstream", f"http://127.0.0.1:{echo_port}")
+    if not PASSWORD_FILE.exists():
+        PASSWORD_FILE.write_text(secrets.token_urlsafe(12))
+    password = PASSWORD_FILE.read_text().strip()
+    manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth import get_user_model as g; U = g(); "
+        "u = U.objects.filter(username='admin').first() or "
+        "U.objects.create_superuser('admin', 'admin@example.com', 'x'); "
+        f"u.set_password({password!r}); u.save(); "
+        "from django.contrib.auth.models import Group; "
+        "u.groups.add(Group.objects.get(name='admin'))",
+    )
+    return password
+
+
+def _start(command: list[str]) -> subprocess.Popen[bytes]:
+    # A process group of its own: Ctrl-C reaches dev.py alone, which stops each child once (a
+    # second SIGINT would make uvicorn skip its graceful shutdown), and stopping the group
+    # reaches anything the child started.
+    return subprocess.Popen(command, cwd=ROOT, process_group=0)
+
+
+def _stop(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each child's process group, wait for them, SIGKILL what outlives CHILD_GRACE."""
+    for child in children:
+        if child.poll() is None:  # a reaped child's group id could be anyone's by now
+            _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + CHILD_GRACE
+    for child in children:
+        try:
+            child.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(child, signal.SIGKILL)
+            child.wait()
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it exited just now, with its whole group
+        os.killpg(child.pid, signum)
 
 
 def find_or_start_redis(env: dict[str, str]) -> subprocess.Popen[bytes] | None:

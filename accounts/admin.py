@@ -1,4 +1,8 @@
-"""Users with their groups (roles), and API keys: the secret is shown once, at creation."""
+"""Users with their groups (roles), and API keys: the secret is shown once, at creation.
+
+A user can be signed out everywhere (an action on the list, a button on the user's page): their
+tokens issued until then stop working on every gateway within a second. The admin's login form
+shares the failed sign-in limit of /auth/token (accounts.forms)."""
 
 from __future__ import annotations
 
@@ -6,26 +10,78 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import QuerySet
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_POST
 
+from accounts.forms import LimitedAdminAuthenticationForm
 from accounts.models import ApiKey, User
-from accounts.services import api_key_issue, api_key_revoke
+from accounts.services import api_key_issue, api_key_revoke, user_sign_out_everywhere
 from audit.admin import ConfigChangeAdmin
+
+admin.site.login_form = LimitedAdminAuthenticationForm
+
+_SIGNED_OUT = "Signed out everywhere: tokens issued until now are refused within a second."
 
 
 @admin.register(User)
 class PortierUserAdmin(UserAdmin):
+    change_form_template = "admin/accounts/user/change_form.html"
     list_display = ("username", "email", "roles", "is_staff", "is_active", "last_login")
     list_filter = ("is_staff", "is_superuser", "is_active", "groups")
+    readonly_fields = ("tokens_valid_after",)
+    fieldsets = (
+        *UserAdmin.fieldsets[:-1],
+        ("Important dates", {"fields": ("last_login", "date_joined", "tokens_valid_after")}),
+    )
+    actions = ("deactivate", "sign_out_everywhere")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[User]:
         return super().get_queryset(request).prefetch_related("groups")
 
+    def get_urls(self) -> list[URLPattern]:
+        sign_out = path(
+            "<int:pk>/sign-out-everywhere/",
+            self.admin_site.admin_view(require_POST(self.sign_out_view)),
+            name="accounts_user_sign_out_everywhere",
+        )
+        return [sign_out, *super().get_urls()]
+
     @admin.display(description="roles")
     def roles(self, obj: User) -> str:
         return ", ".join(g.name for g in obj.groups.all()) or "-"
+
+    def sign_out_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The button on a user's page: POST only (a link could be followed by accident)."""
+        user = get_object_or_404(User, pk=pk)
+        if not self.has_change_permission(request, user):
+            raise PermissionDenied
+        user_sign_out_everywhere(user=user)
+        self.message_user(request, _SIGNED_OUT)
+        return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[pk]))
+
+    @admin.action(description="Sign selected users out everywhere", permissions=["change"])
+    def sign_out_everywhere(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        with transaction.atomic():
+            for user in queryset:
+                user_sign_out_everywhere(user=user)
+        self.message_user(request, _SIGNED_OUT)
+
+    @admin.action(description="Deactivate selected users", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[User]) -> None:
+        with transaction.atomic():
+            for user in queryset.filter(is_active=True):
+                user.is_active = False
+                user.save(update_fields=["is_active"])
+        self.message_user(
+            request,
+            "Deactivated: their tokens and API keys are refused on every gateway within a second.",
+        )
 
 
 @admin.register(ApiKey)

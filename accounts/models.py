@@ -16,6 +16,16 @@ from simple_history.models import HistoricalRecords
 class User(AbstractUser):
     """A person who administers the gateway or calls it; roles are Django groups."""
 
+    # A signed token cannot be changed once issued: "sign out everywhere" (or losing a role)
+    # records this time instead, and the gateway refuses the user's tokens issued before it
+    # (accounts.denylist publishes it to every process).
+    tokens_valid_after = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Tokens issued before this time are refused (set by 'sign out everywhere').",
+    )
+
     class Meta(AbstractUser.Meta):
         swappable = "AUTH_USER_MODEL"
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
@@ -40,6 +40,7 @@ __all__ = [
     "api_key_touch",
     "hash_key",
     "parse_key",
+    "user_sign_out_everywhere",
 ]
 
 KEY_PREFIX = "ptr_"
@@ -104,6 +105,21 @@ def api_key_revoke(*, api_key: ApiKey) -> None:
     if api_key.revoked_at is None:
         api_key.revoked_at = timezone.now()
         api_key.save(update_fields=["revoked_at"])
+
+
+def user_sign_out_everywhere(*, user: User) -> None:
+    """End every token the user holds: access tokens issued until now are refused by every
+    gateway (the deny-set, accounts.denylist) and refresh tokens are blacklisted, so none can
+    mint a new one. API keys are separate credentials: revoke them, or deactivate the user."""
+    from rest_framework_simplejwt.token_blacklist.models import BlacklistedToken, OutstandingToken
+
+    with transaction.atomic():
+        user.tokens_valid_after = timezone.now()
+        user.save(update_fields=["tokens_valid_after"])
+        outstanding = OutstandingToken.objects.filter(user=user, blacklistedtoken__isnull=True)
+        BlacklistedToken.objects.bulk_create(
+            [BlacklistedToken(token=token) for token in outstanding], ignore_conflicts=True
+        )
 
 
 def api_key_forget(prefix: str) -> None:

@@ -1,16 +1,14 @@
-"""The gateway's own token endpoints under /auth/ (simplejwt), with a login brute-force limit.
+"""The gateway's own token endpoints under /auth/ (simplejwt), with the failed sign-in limit.
 
-Only failed logins count: 5 per 15 minutes (PORTIER_LOGIN_FAILURE_RATE) per username and per
-client IP; past that, 429 rate_limited with Retry-After until the window ends.
+Failed sign-ins are counted per username and IP, per username and per IP (accounts.login_limits,
+shared with the admin's login form); past a bound, 429 rate_limited with Retry-After until the
+window ends. A body that is not a JSON object is 400 invalid_request, never a 500.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from django.conf import settings
-from django_ratelimit.core import get_usage
 from rest_framework import status
 from rest_framework.exceptions import APIException, AuthenticationFailed
 from rest_framework.request import Request
@@ -24,9 +22,9 @@ from rest_framework_simplejwt.views import (
     TokenVerifyView,
 )
 
+from accounts.login_limits import login_failure_record, login_limit_check, login_username
+from accounts.models import User
 from accounts.serializers import PortierTokenObtainSerializer
-
-logger = logging.getLogger("portier.auth")
 
 __all__ = ["LogoutView", "ObtainTokenView", "RefreshTokenView", "VerifyTokenView"]
 
@@ -41,25 +39,13 @@ class Refused(APIException):
         self.wait = wait
 
 
-def _login_usage(request: Request, username: str, increment: bool) -> list[dict[str, Any]] | None:
-    """Failed logins counted per client IP and per username; None when the cache (Redis) cannot
-    count: PORTIER_RATELIMIT_FAIL decides then, as for the routes' tiers."""
-    rate = settings.PORTIER_LOGIN_FAILURE_RATE
-    try:
-        usages = [
-            get_usage(request, group="login-failures-ip", key="ip", rate=rate, increment=increment),
-            get_usage(
-                request,
-                group="login-failures-user",
-                key=lambda _g, _r: username,
-                rate=rate,
-                increment=increment,
-            ),
-        ]
-    except Exception as exc:  # django-redis and redis-py raise their own connection errors
-        logger.warning("failed logins cannot be counted: %s", type(exc).__name__)
-        return None
-    return [usage for usage in usages if usage is not None]
+def _fields(request: Request) -> dict[str, Any]:
+    """The body's fields: a JSON object (or a form). An array, a string or a number is a client
+    error, refused before any view reads it as a mapping."""
+    data = request.data
+    if not isinstance(data, dict):
+        raise Refused(400, "invalid_request", "Send the fields as a JSON object.")
+    return data
 
 
 class ObtainTokenView(TokenObtainPairView):
@@ -68,22 +54,14 @@ class ObtainTokenView(TokenObtainPairView):
     serializer_class = PortierTokenObtainSerializer
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        username = str(request.data.get("username", "")).strip().lower()[:254]
-        usages = _login_usage(request, username, increment=False)
-        if usages is None and settings.PORTIER_RATELIMIT_FAIL == "closed":
-            raise Refused(
-                503, "rate_limit_unavailable", "Sign-in is unavailable; try again soon.", wait=1
-            )
-        blocked = [u for u in usages or () if u["count"] >= u["limit"]]
-        if blocked:
-            retry_after = max(int(u["time_left"]) for u in blocked) or 1
-            raise Refused(
-                429, "rate_limited", "Too many failed logins; try again later.", wait=retry_after
-            )
+        username = login_username(_fields(request).get("username"))
+        refusal = login_limit_check(request=request, username=username)
+        if refusal is not None:
+            raise Refused(refusal.status, refusal.code, refusal.message, wait=refusal.retry_after)
         try:
             return super().post(request, *args, **kwargs)
         except AuthenticationFailed:
-            _login_usage(request, username, increment=True)
+            login_failure_record(request=request, username=username)
             raise
 
 
@@ -91,16 +69,27 @@ class RefreshTokenView(TokenRefreshView):
     """POST a refresh token; answers a new access token and a rotated refresh token (the old
     one is blacklisted)."""
 
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        _fields(request)
+        try:
+            return super().post(request, *args, **kwargs)
+        except User.DoesNotExist:  # simplejwt looks the token's user up with get()
+            raise Refused(401, "invalid_token", "The refresh token is not valid.") from None
+
 
 class VerifyTokenView(TokenVerifyView):
     """POST a token; 200 when it is valid."""
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        _fields(request)
+        return super().post(request, *args, **kwargs)
 
 
 class LogoutView(APIView):
     """POST a refresh token; it is blacklisted and can no longer be refreshed."""
 
     def post(self, request: Request) -> Response:
-        raw = request.data.get("refresh")
+        raw = _fields(request).get("refresh")
         if not isinstance(raw, str) or not raw:
             raise Refused(400, "invalid_request", "Send the refresh token as `refresh`.")
         try:

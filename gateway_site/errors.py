@@ -1,6 +1,8 @@
 """The gateway's own pages and APIs answer errors in the proxy's one shape
 (routing.proxy.errors): Django's 404 and 500 handlers, and DRF's exception handler for /auth/
-and the registry API."""
+and the registry API. Every such body carries the request's id (the client's X-Request-ID when
+sane, else a new one, kept on the request so every answer to it names the same id), and the
+same id in the X-Request-ID header."""
 
 from __future__ import annotations
 
@@ -10,10 +12,15 @@ from django.http import HttpRequest, HttpResponse
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework_simplejwt.exceptions import InvalidToken
 
-from routing.proxy.context import request_id_from
-from routing.proxy.errors import json_error
+from routing.proxy.errors import json_error, request_id_of
 
-__all__ = ["json_exception_handler", "not_found", "reserved_not_found", "server_error"]
+__all__ = [
+    "bad_request",
+    "json_exception_handler",
+    "not_found",
+    "reserved_not_found",
+    "server_error",
+]
 
 # DRF's and simplejwt's codes, as the gateway names them.
 _CODES = {
@@ -31,8 +38,7 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespo
     exception's `wait` (DRF's convention) is sent as Retry-After."""
     if not isinstance(exc, APIException):
         return None
-    request = context["request"]
-    request_id = request_id_from((request.META.get("HTTP_X_REQUEST_ID") or "").encode() or None)
+    request_id = request_id_of(context["request"])
     if isinstance(exc, ValidationError):
         return json_error(
             400, "invalid_request", "The request is not valid.", request_id, fields=exc.detail
@@ -52,12 +58,23 @@ def json_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpRespo
 
 
 def reserved_not_found(request: HttpRequest) -> HttpResponse:
-    return json_error(404, "not_found", "This gateway path does not exist.")
+    return json_error(404, "not_found", "This gateway path does not exist.", request_id_of(request))
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    return json_error(404, "not_found", "This gateway path does not exist.")
+    return json_error(404, "not_found", "This gateway path does not exist.", request_id_of(request))
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    return json_error(500, "internal_error", "The gateway failed to handle the request.")
+    return json_error(
+        500,
+        "internal_error",
+        "The gateway failed to handle the request.",
+        request_id_of(request),
+    )
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's own refusals (too many form fields, a body Django will not read, a bad
+    Host): the one error shape instead of its HTML page."""
+    return json_error(400, "bad_request", "The request is not valid.", request_id_of(request))

@@ -17,8 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.utils.deprecation import MiddlewareMixin
 
-from routing.proxy.context import request_id_from
-from routing.proxy.errors import error_body
+from routing.proxy.errors import error_body, request_id_of
 
 __all__ = ["DATABASE_ERRORS", "DatabaseUnavailableMiddleware", "database_unavailable"]
 
@@ -55,7 +54,7 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
 
 def database_unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
     """The 503 for a request that needed the database, logged once."""
-    request_id = request_id_from((request.META.get("HTTP_X_REQUEST_ID") or "").encode() or None)
+    request_id = request_id_of(request)
     logger.warning(
         "database unavailable: %s %s answered 503 (%s: %s)",
         request.method,

@@ -8,6 +8,7 @@ instances. PORTIER_ENV=production refuses to start with the development secret k
 from __future__ import annotations
 
 import importlib.util
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -226,6 +227,28 @@ for _name, _value in (
 ):
     if not _value > 0:  # also refuses nan
         raise ImproperlyConfigured(f"{_name} must be greater than 0, got {_value!r}")
+# Size limits of a request (gateway_site.protocol, routing.proxy.stages.forward), NGINX-like:
+# URL -> 414, header count or bytes -> 431, body -> 413 (a route may set its own body limit; the
+# gateway's own paths also stay within Django's DATA_UPLOAD_MAX_MEMORY_SIZE, 2.5 MiB). A chunked
+# upload up to CHUNKED_BUFFER_BYTES is read whole and forwarded with a Content-Length.
+PORTIER_MAX_URL_BYTES = env_int("PORTIER_MAX_URL_BYTES", 8 * 1024)
+PORTIER_MAX_HEADER_COUNT = env_int("PORTIER_MAX_HEADER_COUNT", 100)
+PORTIER_MAX_HEADER_BYTES = env_int("PORTIER_MAX_HEADER_BYTES", 32 * 1024)
+PORTIER_MAX_BODY_BYTES = env_int("PORTIER_MAX_BODY_BYTES", 10 * 1024 * 1024)
+PORTIER_CHUNKED_BUFFER_BYTES = env_int("PORTIER_CHUNKED_BUFFER_BYTES", 1024 * 1024)
+for _name, _value in (
+    ("PORTIER_MAX_URL_BYTES", PORTIER_MAX_URL_BYTES),
+    ("PORTIER_MAX_HEADER_COUNT", PORTIER_MAX_HEADER_COUNT),
+    ("PORTIER_MAX_HEADER_BYTES", PORTIER_MAX_HEADER_BYTES),
+    ("PORTIER_MAX_BODY_BYTES", PORTIER_MAX_BODY_BYTES),
+):
+    if _value < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value!r}")
+if PORTIER_CHUNKED_BUFFER_BYTES < 0:
+    raise ImproperlyConfigured(
+        f"PORTIER_CHUNKED_BUFFER_BYTES must be 0 (always stream) or more, got "
+        f"{PORTIER_CHUNKED_BUFFER_BYTES!r}"
+    )
 # Paths the gateway serves itself (each one and everything below it); a route may not shadow them.
 PORTIER_RESERVED_PATHS = ("/admin", "/auth", "/health", "/metrics", "/registry", "/static")
 # How often each process rebuilds its view of target health and registered instances from the
@@ -261,10 +284,25 @@ PORTIER_UPSTREAM_KEEPALIVE_EXPIRY = env_float("PORTIER_UPSTREAM_KEEPALIVE_EXPIRY
 PORTIER_AUDIT_RETENTION_DAYS = env_int("PORTIER_AUDIT_RETENTION_DAYS", 90)
 if PORTIER_AUDIT_RETENTION_DAYS < 1:
     raise ImproperlyConfigured("PORTIER_AUDIT_RETENTION_DAYS must be at least 1")
+# Seconds an audited request waits for its row before 503 audit_unavailable (a locked or unreachable
+# database); the writing connection is given the same lock/statement timeout.
+PORTIER_AUDIT_WRITE_TIMEOUT = env_float("PORTIER_AUDIT_WRITE_TIMEOUT", 2.0)
+if not 0 < PORTIER_AUDIT_WRITE_TIMEOUT <= 60:
+    raise ImproperlyConfigured("PORTIER_AUDIT_WRITE_TIMEOUT must be above 0 and at most 60")
 
 # Header names with "_" are dropped before forwarding, as NGINX does: a framework behind the
 # gateway may fold X_User_Id into X-User-Id. Allow them only if every upstream keeps them apart.
 PORTIER_ALLOW_UNDERSCORE_HEADERS = env_bool("PORTIER_ALLOW_UNDERSCORE_HEADERS", False)
+# Header-name prefixes an upstream treats as identity (e.g. x-acme-): stripped from every client
+# request, like X-User-*, X-Consumer-* and the other built-in families (routing/proxy/headers.py).
+PORTIER_IDENTITY_HEADER_PREFIXES = tuple(
+    prefix.lower().replace("_", "-") for prefix in env_list("PORTIER_IDENTITY_HEADER_PREFIXES")
+)
+for _prefix in PORTIER_IDENTITY_HEADER_PREFIXES:
+    if not all(c.isascii() and (c.isalnum() or c in "!#$%&'*+-.^`|~") for c in _prefix):
+        raise ImproperlyConfigured(
+            f"PORTIER_IDENTITY_HEADER_PREFIXES: {_prefix!r} is not a header name prefix"
+        )
 
 # --- Identity: JWT and API keys ------------------------------------------------------------------
 # HS256 with a shared secret (tokens from a separate auth service, or from /auth/), or RS256/ES256
@@ -329,8 +367,20 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "gateway_site.errors.json_exception_handler",
 }
 
-# Login brute-force limit (django-ratelimit): failed attempts per username and per client IP.
+# Failed sign-ins (/auth/token and the admin's login) counted three ways, as django-axes and
+# Keycloak do: per username and client IP (the tight bound), per username from any IP (higher: a
+# correct password from a new IP still works while others attack the account) and per IP for any
+# username (higher still: an office behind one NAT is not locked out by one person's typos).
 PORTIER_LOGIN_FAILURE_RATE = env_str("PORTIER_LOGIN_FAILURE_RATE", "5/15m")
+PORTIER_LOGIN_FAILURE_RATE_USER = env_str("PORTIER_LOGIN_FAILURE_RATE_USER", "20/15m")
+PORTIER_LOGIN_FAILURE_RATE_IP = env_str("PORTIER_LOGIN_FAILURE_RATE_IP", "100/15m")
+for _name, _rate in (
+    ("PORTIER_LOGIN_FAILURE_RATE", PORTIER_LOGIN_FAILURE_RATE),
+    ("PORTIER_LOGIN_FAILURE_RATE_USER", PORTIER_LOGIN_FAILURE_RATE_USER),
+    ("PORTIER_LOGIN_FAILURE_RATE_IP", PORTIER_LOGIN_FAILURE_RATE_IP),
+):
+    if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", _rate):
+        raise ImproperlyConfigured(f"{_name} must look like 5/15m (count/period), got {_rate!r}")
 RATELIMIT_USE_CACHE = "default"
 # django-ratelimit warns about the in-process cache; it is atomic within the one process it serves.
 SILENCED_SYSTEM_CHECKS = [] if REDIS_URL else ["django_ratelimit.E003", "django_ratelimit.W001"]

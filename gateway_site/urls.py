@@ -27,5 +27,6 @@ urlpatterns = [
     re_path(r"", proxy),
 ]
 
+handler400 = "gateway_site.errors.bad_request"
 handler404 = "gateway_site.errors.not_found"
 handler500 = "gateway_site.errors.server_error"

@@ -301,6 +301,8 @@ class RouteAdmin(admin.ModelAdmin):
                     "preserve_host",
                     "forward_authorization",
                     "retry_unsafe_methods",
+                    "stream_uploads",
+                    "max_body_bytes",
                 )
             },
         ),

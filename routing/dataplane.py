@@ -1,8 +1,9 @@
 """A process's data plane, started and stopped in one place.
 
-Three background threads keep a gateway process current: the configuration refresher
-(routing.config.holder), the health monitor (routing.upstream.monitor) and the traffic flusher
-(here: it writes routing.observe.traffic_stats's counts to the cache). The served stack starts
+Four background threads keep a gateway process current: the configuration refresher
+(routing.config.holder), the health monitor (routing.upstream.monitor), the traffic flusher
+(here: it writes routing.observe.traffic_stats's counts to the cache) and the deny-set refresher
+(here: it copies accounts.denylist's published set). The served stack starts
 them in its ASGI lifespan (gateway_site.asgi) and shuts everything down there; under runserver
 and the tests' client, the first view that needs them (the proxy view, /health, the admin, the
 registry API) starts them.
@@ -20,6 +21,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.db import connections
 
+from accounts.denylist import deny_set
 from routing.config.holder import holder
 from routing.observe import traffic_stats
 from routing.periodic import PeriodicThread
@@ -50,25 +52,51 @@ class TrafficFlusher(PeriodicThread):
 traffic_flusher = TrafficFlusher()
 
 
+class DenySetRefresher(PeriodicThread):
+    """Copies the published deny-set (accounts.denylist) into this process, on the
+    configuration's poll interval: deactivations and sign-outs reach every process within it."""
+
+    name = "portier-deny-set"
+
+    def interval(self) -> float:
+        return settings.PORTIER_CONFIG_POLL_INTERVAL
+
+    def starting(self) -> None:
+        deny_set.load()
+
+    def tick(self) -> None:
+        deny_set.refresh()
+
+
+deny_set_refresher = DenySetRefresher()
+
+
 def start() -> None:
-    """The refresher, the monitor and the flusher, each started if it is not running.
+    """The refreshers, the monitor and the flusher, each started if it is not running.
     Blocking on a first start (it loads the snapshot)."""
     holder.start()
     monitor.start()
     traffic_flusher.start()
+    deny_set_refresher.start()
 
 
 async def started() -> None:
     """`start` for async views: free once running, else off the event loop."""
-    if not (holder.running and monitor.running and traffic_flusher.running):
+    if not (
+        holder.running
+        and monitor.running
+        and traffic_flusher.running
+        and deny_set_refresher.running
+    ):
         await asyncio.to_thread(start)
 
 
 def stop() -> None:
-    """Stop the three threads (each join is bounded: a tick in practice, 5 s at most)."""
+    """Stop the four threads (each join is bounded: a tick in practice, 5 s at most)."""
     holder.stop()
     monitor.stop()
     traffic_flusher.stop()
+    deny_set_refresher.stop()
 
 
 async def shutdown() -> None:

@@ -14,11 +14,13 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils.html import escape
 from simple_history.models import HistoricalRecords
 
 from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
 
-HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# TRACE and CONNECT reach an upstream only through a route that names them (stages/match.py).
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 _RATE_RE = re.compile(r"^[1-9]\d*/([1-9]\d*)?[smhd]$")
 _REGEX_META = re.compile(r"[\\.^$*+?{}\[\]|()]")
 _HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9-]+$")
@@ -334,8 +336,11 @@ class Route(models.Model):
     rewrite = models.CharField(
         max_length=500,
         blank=True,
-        help_text="Prefix/exact routes: the path put in place of the matched one. Regex routes: "
-        r"a template using groups, e.g. /v2/\g<id>.",
+        # The admin renders help text as HTML: escaped, the group reference shows as typed.
+        help_text=escape(
+            "Prefix/exact routes: the path put in place of the matched one. Regex routes: "
+            r"a template using groups, e.g. /v2/\g<id>."
+        ),
     )
     preserve_host = models.BooleanField(
         default=False, help_text="Send the client's Host header upstream instead of the target's."
@@ -352,6 +357,19 @@ class Route(models.Model):
     forward_authorization = models.BooleanField(
         default=True,
         help_text="Pass the client's Authorization / X-API-Key headers on to the upstream.",
+    )
+    stream_uploads = models.BooleanField(
+        default=False,
+        help_text="Stream chunked request bodies to the upstream as they arrive. Off: bodies up "
+        "to PORTIER_CHUNKED_BUFFER_BYTES (1 MiB) are read whole and sent with a Content-Length, "
+        "which upstreams that only read Content-Length bodies need.",
+    )
+    max_body_bytes = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Largest request body in bytes (else 413); empty = PORTIER_MAX_BODY_BYTES "
+        "(10 MiB by default).",
     )
     role_policy = models.ForeignKey(
         RolePolicy,

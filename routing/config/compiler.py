@@ -45,12 +45,13 @@ _PLAIN: dict[str, Callable[[Any], Any]] = {"int": int, "float": float, "bool": b
 def spec_from(cls: type[Spec], data: dict[str, Any], **compiled: Any) -> Spec:
     """`cls` from an entry: the compiled values given, and every plain field the entry has.
 
-    A plain field the entry lacks takes the spec's default; a required one raises TypeError.
+    A plain field the entry lacks, or holds as None (a nullable column left empty), takes the
+    spec's default; a required one raises TypeError.
     """
     values = dict(compiled)
     for f in fields(cls):  # type: ignore[arg-type]
         convert = _PLAIN.get(f.type)  # type: ignore[arg-type]
-        if convert is not None and f.name not in values and f.name in data:
+        if convert is not None and f.name not in values and data.get(f.name) is not None:
             values[f.name] = convert(data[f.name])
     return cls(**values)
 

@@ -111,6 +111,8 @@ class RouteSpec:
     tier_overrides: tuple[tuple[str, TierSpec], ...] = ()  # (role, tier)
     audit: bool = False
     retry_unsafe_methods: bool = False
+    stream_uploads: bool = False  # chunked bodies streamed, never buffered into a Content-Length
+    max_body_bytes: int = 0  # 0 = the global PORTIER_MAX_BODY_BYTES
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,15 +3,16 @@
 The record's message is a dict, so the JSON formatter (gateway_site.logs) writes its fields as
 one object per line and the console formatter as key=value. Formatting and writing happen in the
 log thread; here the fields are only gathered. Who called is told by user id, API key prefix and
-auth method: never a header value, token, key, cookie or password. Secret-looking query
-parameters are redacted as in the audit log.
+auth method: never a header value, token, key, cookie or password. Secret-looking query and
+matrix (`;jsessionid=`) parameters are redacted by routing.observe.redaction, as in the audit
+log and traces.
 """
 
 from __future__ import annotations
 
 import logging
 
-from routing.observe.redaction import redact_query
+from routing.observe.redaction import redact_path, redact_query
 from routing.proxy.context import RequestContext
 
 __all__ = ["request_finished"]
@@ -24,7 +25,7 @@ def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float
         return
     route = ctx.route
     identity = ctx.identity
-    path = ctx.path or ctx.raw_path.decode("latin-1")  # empty when the path was refused
+    path = redact_path(ctx.path or ctx.raw_path.decode("latin-1"))  # empty when refused
     if ctx.query_string:
         path = f"{path}?{redact_query(ctx.query_string)}"
     logger.info(

@@ -11,7 +11,9 @@ handle, and the access log joins it to the trace id.
 With PORTIER_OTEL_ENABLED=true (the `otel` extra) the OpenTelemetry SDK takes over the ids: the
 request's server span, parented on the caller's traceparent, is the gateway span; each stage gets
 a child span, and the upstream call a client span whose id is the parent the upstream receives.
-Disabled, a request costs one boolean check (`otel()`).
+Disabled, a request costs one boolean check (`otel()`). Spans carry the method, the path (its
+secret-looking matrix parameters redacted, routing.observe.redaction), the route and status:
+never the query, a cookie or another header's value.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from django.conf import settings
 
+from routing.observe.redaction import redact_path
 from routing.proxy.context import GatewayResponse, RequestContext
 
 __all__ = ["begin", "otel", "traceparent", "tracestate"]
@@ -142,7 +145,7 @@ class _Otel:
             ctx.trace_flags = f"{int(own.trace_flags):02x}"
             yield span
             route = ctx.route
-            span.set_attribute("url.path", ctx.path)
+            span.set_attribute("url.path", redact_path(ctx.path))
             span.set_attribute("http.response.status_code", ctx.status)
             if route is not None:
                 span.set_attribute("http.route", route.name)

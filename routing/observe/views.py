@@ -21,7 +21,7 @@ from routing.config.holder import holder
 from routing.observe.metrics import exposition
 from routing.observe.service_health import services_report
 from routing.proxy.client_ip import address_in, resolve_client_ip
-from routing.proxy.errors import json_error
+from routing.proxy.errors import json_error, request_id_of
 
 __all__ = ["health", "health_services", "metrics"]
 
@@ -67,7 +67,9 @@ def health_services(request: HttpRequest) -> HttpResponse:
     """Each service with each target's state: 200 while every enabled service has an available
     target, 503 otherwise. It shows upstream addresses, so only operators may read it."""
     if not _is_operator(request):
-        return json_error(403, "forbidden", "This endpoint is for operators only.")
+        return json_error(
+            403, "forbidden", "This endpoint is for operators only.", request_id_of(request)
+        )
     dataplane.start()
     ok, report = services_report(holder.current)
     return JsonResponse(report, status=200 if ok else 503)
@@ -77,7 +79,9 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics of this instance (every worker process). They name routes, services
     and upstream addresses, so only operators may read them."""
     if not _is_operator(request):
-        return json_error(403, "forbidden", "This endpoint is for operators only.")
+        return json_error(
+            403, "forbidden", "This endpoint is for operators only.", request_id_of(request)
+        )
     dataplane.start()
     body, content_type = exposition(request.headers.get("Accept", ""))
     return HttpResponse(body, content_type=content_type)

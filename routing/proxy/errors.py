@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 
-from routing.proxy.context import GatewayError, GatewayResponse, Headers
+from routing.proxy.context import GatewayError, GatewayResponse, Headers, request_id_from
 
-__all__ = ["error_body", "error_response", "json_error"]
+__all__ = ["error_body", "error_response", "json_error", "request_id_of"]
 
 
 def error_body(code: str, message: str, request_id: str, **extra: Any) -> bytes:
@@ -46,3 +46,14 @@ def error_response(
         *(header for header in extra_headers if header not in exc.headers),
     ]
     return GatewayResponse(exc.status, headers, body=body, error_code=exc.code)
+
+
+def request_id_of(request: HttpRequest) -> str:
+    """This request's id: the client's X-Request-ID when it is sane, else a new one, made once."""
+    request = getattr(request, "_request", request)  # DRF's Request wraps Django's
+    request_id = getattr(request, "portier_request_id", None)
+    if request_id is None:
+        header = request.META.get("HTTP_X_REQUEST_ID") or ""
+        request_id = request_id_from(header.encode("latin-1", "replace") or None)
+        request.portier_request_id = request_id  # type: ignore[attr-defined]
+    return request_id

@@ -11,7 +11,11 @@ brought to one normal form before matching, and that form is the one sent upstre
   slashes collapse to one;
 - an encoded slash or backslash (`%2F`, `%5C`), a raw backslash, a NUL or a control character is
   refused, because an upstream that decodes them would see a different path than the one matched
-  (PORTIER_ALLOW_ENCODED_SLASHES keeps encoded slashes as opaque characters instead).
+  (PORTIER_ALLOW_ENCODED_SLASHES keeps encoded slashes as opaque characters instead);
+- bytes beyond ASCII, escaped or raw, must decode as strict UTF-8: an overlong form (`%c0%ae`,
+  a dot), a lone continuation byte, a truncated sequence or an encoded surrogate is refused,
+  because a lenient decoder behind the gateway may read it as `.` or `/` and resolve a path
+  the gateway never matched.
 
 Matching is case-sensitive and `;` is an ordinary character: no matrix-parameter stripping.
 """
@@ -19,6 +23,7 @@ Matching is case-sensitive and `;` is an ordinary character: no matrix-parameter
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 
@@ -55,6 +60,7 @@ def normalize_path(raw: bytes, *, allow_encoded_slashes: bool = False) -> str:
 
 def _canonical_escapes(raw: bytes, allow_encoded_slashes: bool) -> str:
     out: list[str] = []
+    beyond_ascii = False
     i, n = 0, len(raw)
     while i < n:
         byte = raw[i]
@@ -69,6 +75,7 @@ def _canonical_escapes(raw: bytes, allow_encoded_slashes: bool) -> str:
             elif value in _SLASHES and not allow_encoded_slashes:
                 raise PathRejected("The path holds an encoded slash or backslash.")
             else:
+                beyond_ascii = beyond_ascii or value > 0x7F
                 out.append(f"%{value:02X}")
             i += 3
             continue
@@ -76,9 +83,16 @@ def _canonical_escapes(raw: bytes, allow_encoded_slashes: bool) -> str:
             raise PathRejected("The path holds a control character.")
         if byte == 0x5C:
             raise PathRejected("The path holds a backslash.")
+        beyond_ascii = beyond_ascii or byte > 0x7F
         out.append(chr(byte) if byte in _PATH_SAFE else f"%{byte:02X}")
         i += 1
-    return "".join(out)
+    path = "".join(out)
+    if beyond_ascii:
+        try:
+            unquote_to_bytes(path).decode("utf-8")  # strict: overlong forms, surrogates refused
+        except UnicodeDecodeError:
+            raise PathRejected("The path holds bytes that are not valid UTF-8.") from None
+    return path
 
 
 def _resolve_dot_segments(path: str) -> str:

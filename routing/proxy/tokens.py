@@ -7,12 +7,16 @@
   one fetch per PORTIER_JWT_JWKS_MIN_REFRESH seconds, so random kids cannot flood the issuer.
 - A verified token's claims are kept until the token expires (bounded LRU): verifying the same
   token again only costs a dictionary lookup.
+- Registered claims of the wrong type (`exp` as a string, `iat` as an object, `aud` as a number...)
+  make the token invalid, whatever the libraries below would do with them: a client's token can
+  never turn into a 500.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from typing import Any
@@ -98,6 +102,28 @@ class _Jwks:
         logger.info("JWKS loaded %d keys from %s", len(self.backends), self.url)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_claim_types(claims: dict[str, Any]) -> None:
+    """TokenInvalid unless every registered claim present has its RFC 7519 type (exp required).
+    PyJWT accepts `"exp": "1700000000"` (it calls int()), simplejwt then fails on it."""
+    if not _is_number(claims.get("exp")):
+        raise TokenInvalid("exp is missing or not a number")
+    for name in ("nbf", "iat"):
+        if name in claims and not _is_number(claims[name]):
+            raise TokenInvalid(f"{name} is not a number")
+    for name in ("iss", "sub", "jti", "token_type"):
+        if name in claims and not isinstance(claims[name], str):
+            raise TokenInvalid(f"{name} is not a string")
+    audience = claims.get("aud", "")
+    if not isinstance(audience, str) and not (
+        isinstance(audience, list) and all(isinstance(item, str) for item in audience)
+    ):
+        raise TokenInvalid("aud is not a string or a list of strings")
+
+
 def _backend(algorithm: str, key: Any) -> TokenBackend:
     return TokenBackend(
         algorithm,
@@ -161,10 +187,16 @@ class TokenVerifier:
                 raw, backend, check_type=settings.PORTIER_JWT_REQUIRE_TOKEN_TYPE
             )
         except ExpiredTokenError:
+            # The signature passed (PyJWT checks it before exp): a malformed claim is still an
+            # invalid token, not an expired one (`"exp": true` reads as 1970 otherwise).
+            _check_claim_types(jwt.decode(raw, options={"verify_signature": False}))
             raise TokenExpired("token expired") from None
         except (TokenError, TokenBackendError) as exc:
             raise TokenInvalid(str(exc)) from None
+        except Exception as exc:  # a claim the libraries choke on (e.g. exp far past year 9999)
+            raise TokenInvalid(f"unreadable claims: {type(exc).__name__}") from None
         claims = dict(token.payload)
+        _check_claim_types(claims)
         expires = float(claims["exp"]) + settings.PORTIER_JWT_LEEWAY
         # Once exp, nbf and the signature passed, only time can invalidate the token: exp.
         self._verified[raw] = (expires, claims)

@@ -236,12 +236,15 @@ def _sync_board(
     checks: dict[str, HealthCheckSpec | None] = {}  # state id -> its service's active checks
     no_breaker: set[str] = set()  # targets of services whose circuit breaker is off
     for service in services:
-        # An address already in the pool (a static target, or another registration) is not
-        # added twice: it would get a double share of the traffic.
-        seen = {t.sid for t in service.targets}
+        # An address already in the pool is not added twice: it would get a double share of the
+        # traffic. A static target's address is refused at registration and left out of the
+        # registry's listing by the same rule (registry.is_static_target), so the views agree.
+        seen: set[str] = set()
         live = []
         for instance in instances.get(service.name, []):
-            if instance.target.sid not in seen:
+            if instance.target.sid not in seen and not registry.is_static_target(
+                service, instance.target
+            ):
                 seen.add(instance.target.sid)
                 live.append(instance)
         targets = tuple(i.target for i in live)
@@ -255,6 +258,7 @@ def _sync_board(
                 t
                 for t in previous.instances.get(service.name, ())
                 if _instance_expiry.get(t.sid, 0.0) > now
+                and not registry.is_static_target(service, t)
             )
             for target in targets:
                 metadata[target.sid] = previous.metadata.get(target.sid, {})

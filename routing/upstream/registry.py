@@ -5,6 +5,12 @@ instance that stops heartbeating expires on its own (in Redis, by Redis). An ind
 service lists the instance ids; it is only rewritten on register and deregister, under a short
 cache lock, and ids whose entry has expired are pruned then. Registered instances are runtime
 state, not configuration: they never enter the database or the configuration snapshot.
+
+An address that is one of the service's static targets cannot be registered: the pool holds it
+once, as the static target, so a registration there would be listed by the registry but never
+balanced or reported as an instance. Registering one is refused (InstanceIsStaticTarget); an
+instance whose address became a static target later (saved in the admin) is left out of the
+listing and the pool alike (`is_static_target`), and its heartbeats are refused so it expires.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ from typing import Any
 
 from django.core.cache import cache
 
-from routing.config.spec import TargetSpec, compile_target
+from routing.config.spec import ServiceSpec, TargetSpec, compile_target
 
 __all__ = [
     "Instance",
+    "InstanceIsStaticTarget",
     "InstanceOwned",
     "RegistryBusy",
     "RegistryFull",
@@ -30,6 +37,7 @@ __all__ = [
     "instance_register",
     "instances_and_lost_indexes",
     "instances_by_service",
+    "is_static_target",
     "new_instance_id",
 ]
 
@@ -49,6 +57,11 @@ class RegistryBusy(Exception):
 
 class InstanceOwned(Exception):
     """The instance was registered by another caller, who alone may change or remove it."""
+
+
+class InstanceIsStaticTarget(Exception):
+    """The instance's address is one of the service's static targets, which the pool already
+    holds: it is served (and reported) as that static target, never as an instance."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +97,12 @@ def _instance(data: dict[str, Any]) -> Instance:
     )
 
 
+def is_static_target(service: ServiceSpec, target: TargetSpec) -> bool:
+    """Whether a registered instance's address is one of the service's static targets. The one
+    rule for the registry's refusals and listing and for the health board, so they agree."""
+    return any(static.key == target.key for static in service.targets)
+
+
 def instance_register(
     *,
     service: str,
@@ -94,9 +113,13 @@ def instance_register(
     instance_id: str = "",
     owner: str = "",
     override: bool = False,
+    served: ServiceSpec | None = None,
 ) -> tuple[Instance, bool]:
     """Register (or re-register) an instance; returns it and whether it is new. Only its owner
-    (or an `override`, for admins) may re-register an instance that is still alive."""
+    (or an `override`, for admins) may re-register an instance that is still alive. With the
+    `served` spec of the service, an address among its static targets is refused."""
+    if served is not None and is_static_target(served, compile_target(service, url, weight)):
+        raise InstanceIsStaticTarget
     instance_id = instance_id or new_instance_id()
     key = INSTANCE_KEY.format(service, instance_id)
     now = time.time()
@@ -128,12 +151,21 @@ def new_instance_id() -> str:
 
 
 def instance_heartbeat(
-    *, service: str, instance_id: str, owner: str = "", override: bool = False
+    *,
+    service: str,
+    instance_id: str,
+    owner: str = "",
+    override: bool = False,
+    served: ServiceSpec | None = None,
 ) -> Instance | None:
-    """Renew an instance's TTL; None when it has expired or was never registered."""
+    """Renew an instance's TTL; None when it has expired or was never registered. With the
+    `served` spec, an instance whose address has since become a static target is not renewed
+    (InstanceIsStaticTarget): it is no longer balanced as an instance, and expires on its own."""
     key = INSTANCE_KEY.format(service, instance_id)
     data = cache.get(key)
     _check_owner(data, owner, override)
+    if data is not None and served is not None and is_static_target(served, _instance(data).target):
+        raise InstanceIsStaticTarget
     # touch() renews only an entry that still exists: one that lapsed in between may already be
     # pruned from the index, so it must be registered again rather than silently re-created.
     if data is None or not cache.touch(key, data["ttl"]):

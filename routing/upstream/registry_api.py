@@ -10,7 +10,9 @@ keeps them).
 Callers authenticate as on proxied routes (Bearer JWT or API key) and need the registrar role
 (PORTIER_REGISTRAR_ROLE, for every service), `registrar:<service>` (for that one), or the admin
 role; the service must allow registration (admin). An instance belongs to whoever registered it:
-only they (or an admin) may re-register, heartbeat or remove it (409 instance_owned).
+only they (or an admin) may re-register, heartbeat or remove it (409 instance_owned). An
+address that is one of the service's static targets is refused (409 instance_is_static_target):
+the pool holds it once, as the static target, and every view reports it as that.
 """
 
 from __future__ import annotations
@@ -157,6 +159,15 @@ class InstanceOwned(APIException):
     default_code = "instance_owned"
 
 
+class InstanceIsStaticTarget(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = (
+        "This address is a static target of the service: it is already balanced and reported as "
+        "that target, so it cannot also be registered as an instance."
+    )
+    default_code = "instance_is_static_target"
+
+
 class RegistryBusy(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     default_detail = "The registry is busy; try again shortly."
@@ -173,6 +184,7 @@ _REFUSALS: dict[type[Exception], type[APIException]] = {
     registry.RegistryFull: RegistryFull,
     registry.RegistryBusy: RegistryBusy,
     registry.InstanceOwned: InstanceOwned,
+    registry.InstanceIsStaticTarget: InstanceIsStaticTarget,
 }
 
 
@@ -206,7 +218,7 @@ class _RegistryView(APIView):
     def register(self, request: Request, service: str, instance_id: str) -> Response:
         if not _INSTANCE_ID.match(instance_id):
             raise NotFound("Instance ids are 1-64 letters, digits, '.', '_' or '-'.")
-        self.service(service)
+        served = self.service(service)
         data = InstanceSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         owner, override = _owner(request)
@@ -215,6 +227,7 @@ class _RegistryView(APIView):
             instance_id=instance_id,
             owner=owner,
             override=override,
+            served=served,
             **data.validated_data,
         )
         return Response(
@@ -225,9 +238,11 @@ class _RegistryView(APIView):
 
 class InstancesView(_RegistryView):
     def get(self, request: Request, service: str) -> Response:
-        self.service(service)
+        served = self.service(service)
         live = registry.instances_by_service([service])[service]
-        return Response({"service": service, "instances": [i.as_dict() for i in live]})
+        # As the health board does: an address that became a static target is served as that.
+        balanced = [i for i in live if not registry.is_static_target(served, i.target)]
+        return Response({"service": service, "instances": [i.as_dict() for i in balanced]})
 
     def post(self, request: Request, service: str) -> Response:
         return self.register(request, service, registry.new_instance_id())
@@ -250,10 +265,14 @@ class InstanceView(_RegistryView):
 
 class HeartbeatView(_RegistryView):
     def post(self, request: Request, service: str, instance_id: str) -> Response:
-        self.service(service)
+        served = self.service(service)
         owner, override = _owner(request)
         instance = registry.instance_heartbeat(
-            service=service, instance_id=instance_id, owner=owner, override=override
+            service=service,
+            instance_id=instance_id,
+            owner=owner,
+            override=override,
+            served=served,
         )
         if instance is None:
             raise NotFound(

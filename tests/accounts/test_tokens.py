@@ -71,7 +71,8 @@ def day_window(settings) -> None:
     settings.PORTIER_LOGIN_FAILURE_RATE = "5/d"
 
 
-def test_it_limits_failed_logins_per_username(api, doctor, day_window):
+def test_it_limits_failed_logins_per_username(api, doctor, day_window, settings):
+    settings.PORTIER_LOGIN_FAILURE_RATE_USER = "5/d"
     statuses = [
         obtain(Client(REMOTE_ADDR=f"203.0.113.{i}"), "ana", "wrong").status_code for i in range(6)
     ]
@@ -83,7 +84,8 @@ def test_it_limits_failed_logins_per_username(api, doctor, day_window):
     assert 0 < int(blocked["Retry-After"]) <= 24 * 3600
 
 
-def test_it_limits_failed_logins_per_ip(api, doctor, day_window):
+def test_it_limits_failed_logins_per_ip(api, doctor, day_window, settings):
+    settings.PORTIER_LOGIN_FAILURE_RATE_IP = "5/d"
     statuses = [obtain(api, f"user{i}", "wrong").status_code for i in range(6)]
 
     assert statuses == [401] * 5 + [429]

@@ -400,7 +400,7 @@ def test_the_registry_answers_503_while_redis_is_down(redis_server: RedisServer)
     def register() -> Any:
         return Client().put(
             url,
-            {"url": "http://127.0.0.1:9"},
+            {"url": "http://127.0.0.1:10"},
             content_type="application/json",
             HTTP_AUTHORIZATION=f"Bearer {registrar}",
         )

@@ -4,7 +4,12 @@ Requests and responses are httpx objects, sent through one pooled transport per 
 process in production) that keeps connections to upstreams alive (routing.upstream.transport
 explains why it is aiohttp's pool underneath). The transport is called directly, not through
 httpx.AsyncClient.send: the client would feed every upstream Set-Cookie into a process-wide cookie
-jar. The response body is relayed chunk by chunk and never held whole in memory. Which target,
+jar. The response body is relayed chunk by chunk and never held whole in memory. The request
+body is refused with 413 past the route's limit (its own, else PORTIER_MAX_BODY_BYTES): from its
+Content-Length before anything is read, or as soon as a chunked body passes it. A chunked body
+is read whole up to PORTIER_CHUNKED_BUFFER_BYTES and sent with a Content-Length, as NGINX does:
+many simple upstreams read a body by its Content-Length only and would see none; a larger one,
+or any on a route with `stream_uploads`, is streamed through chunked. Which target,
 and what each attempt did to its in-flight count and health, is the lease's business
 (routing.upstream.lease); this stage decides what to try next and what the client is told.
 """
@@ -16,8 +21,9 @@ import logging
 from collections.abc import AsyncIterator
 
 import httpx
+from django.conf import settings
 
-from routing.config.spec import ServiceSpec, TargetSpec
+from routing.config.spec import RouteSpec, ServiceSpec, TargetSpec
 from routing.proxy.context import GatewayError, GatewayResponse, RequestContext
 from routing.proxy.headers import drop_hop_by_hop
 from routing.upstream import health
@@ -30,6 +36,10 @@ logger = logging.getLogger("portier.forward")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 RETRY_BODY_LIMIT = 64 * 1024  # bytes of request body held to allow a retry
+# The rest of a refused body is never read: the connection ends with the answer.
+_CLOSE = [(b"connection", b"close")]
+
+Body = bytes | AsyncIterator[bytes] | None
 
 
 class UpstreamBroken(Exception):
@@ -42,6 +52,8 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
     service = route.service
     if not service.targets and not health.board.instances.get(service.name):
         raise GatewayError(503, "upstream_unavailable", "The service has no enabled target.")
+    # Before a target is taken: a refused or buffered body holds no upstream capacity.
+    content, retryable = await _request_body(ctx, route)
     try:
         lease = Lease(service, _sticky_key(service, ctx))
     except Overloaded:
@@ -52,7 +64,7 @@ async def forward(ctx: RequestContext) -> GatewayResponse:
             [(b"retry-after", b"1")],
         ) from None
     try:
-        response = await _send(ctx, lease)
+        response = await _send(ctx, lease, content, retryable)
     except BaseException:
         lease.close()
         raise
@@ -83,12 +95,11 @@ def _sticky_key(service: ServiceSpec, ctx: RequestContext) -> bytes | None:
     return ctx.client_ip.encode() or None
 
 
-async def _send(ctx: RequestContext, lease: Lease) -> httpx.Response:
+async def _send(
+    ctx: RequestContext, lease: Lease, content: Body, retryable: bool
+) -> httpx.Response:
     """Try targets until one answers, within the retry rules and the service's time budget."""
-    route = ctx.route
-    assert route is not None
     service = lease.service
-    content, retryable = await _body_for_retries(ctx, service, route.retry_unsafe_methods)
     attempts = 1 + service.retries if retryable else 1
     client = upstream_client()
     loop = asyncio.get_running_loop()
@@ -124,6 +135,10 @@ async def _send(ctx: RequestContext, lease: Lease) -> httpx.Response:
             if following is not None:
                 target = following
                 continue
+            if isinstance(exc, httpx.ConnectTimeout):
+                raise GatewayError(
+                    504, "upstream_timeout", "The upstream did not accept the connection in time."
+                ) from None
             raise GatewayError(
                 502, "upstream_unavailable", "The upstream refused the connection."
             ) from None
@@ -160,21 +175,62 @@ async def _send(ctx: RequestContext, lease: Lease) -> httpx.Response:
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def _body_for_retries(
-    ctx: RequestContext, service: ServiceSpec, unsafe_allowed: bool
-) -> tuple[bytes | AsyncIterator[bytes] | None, bool]:
+async def _request_body(ctx: RequestContext, route: RouteSpec) -> tuple[Body, bool]:
     """The body to send, and whether the request may be sent more than once.
 
-    A body can be streamed only once: a small one with a declared length is read first, so it
-    can be sent again; a larger or chunked one is streamed through and never retried.
+    A body can be streamed only once: a small one (a declared length up to RETRY_BODY_LIMIT, or
+    a buffered chunked one) is held, so it can be sent again; a streamed one is never retried.
     """
-    retryable = service.retries > 0 and (ctx.method in IDEMPOTENT or unsafe_allowed)
+    service = route.service
+    retryable = service.retries > 0 and (ctx.method in IDEMPOTENT or route.retry_unsafe_methods)
     if not ctx.has_body or ctx.receive_body is None:
         return None, retryable
+    limit = route.max_body_bytes or settings.PORTIER_MAX_BODY_BYTES
     length = ctx.header(b"content-length")
-    if retryable and length is not None and length.isdigit() and int(length) <= RETRY_BODY_LIMIT:
-        return b"".join([chunk async for chunk in ctx.receive_body()]), True
-    return ctx.receive_body(), False
+    if length is not None and length.strip().isdigit():  # the framing stage refused the rest
+        declared = int(length)
+        if declared > limit:
+            raise _too_large(limit)
+        if retryable and declared <= RETRY_BODY_LIMIT:
+            return b"".join([chunk async for chunk in ctx.receive_body()]), True
+        return ctx.receive_body(), False
+    body = _bounded(ctx.receive_body(), limit)
+    buffer = 0 if route.stream_uploads else settings.PORTIER_CHUNKED_BUFFER_BYTES
+    held: list[bytes] = []
+    size = 0
+    if buffer:
+        async for chunk in body:
+            held.append(chunk)
+            size += len(chunk)
+            if size > buffer:
+                return _chained(held, body), False
+        return b"".join(held), retryable and size <= RETRY_BODY_LIMIT
+    return body, False
+
+
+async def _bounded(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """A chunked body, refused (413) the moment it passes `limit`: raised from inside the
+    upstream call, it ends that call before the body's last chunk, so the upstream never
+    receives a complete request."""
+    seen = 0
+    async for chunk in chunks:
+        seen += len(chunk)
+        if seen > limit:
+            raise _too_large(limit)
+        yield chunk
+
+
+async def _chained(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in held:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413, "payload_too_large", f"The request body is larger than {limit} bytes.", _CLOSE
+    )
 
 
 def _raw_path(ctx: RequestContext, target: TargetSpec) -> bytes:

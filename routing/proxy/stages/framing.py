@@ -1,7 +1,11 @@
-"""Framing: refuse a request whose length is ambiguous, before anything else reads it.
+"""Framing: refuse a request whose length or target is ambiguous, before anything else reads it.
 
 Content-Length with Transfer-Encoding, or disagreeing Content-Lengths, is how request smuggling
-starts, so it is refused before anything is forwarded, whatever the HTTP parser let through.
+starts, so it is refused before anything is forwarded, whatever the HTTP parser let through. So
+are several Host headers (RFC 9112 3.2: which one would the upstream believe?) and a
+Transfer-Encoding other than one `chunked` (dropping the other codings would forward a body the
+client did not send). The served stack's protocol (gateway_site.protocol) refuses all of these
+before the application starts; this stage holds the same line for Django's own handler.
 """
 
 from __future__ import annotations
@@ -12,9 +16,25 @@ __all__ = ["check_framing"]
 
 
 async def check_framing(ctx: RequestContext) -> None:
-    lengths = {value.strip() for name, value in ctx.headers if name == b"content-length"}
-    has_te = any(name == b"transfer-encoding" for name, _ in ctx.headers)
-    if (lengths and has_te) or len(lengths) > 1:
+    lengths: set[bytes] = set()
+    codings: list[bytes] = []
+    hosts = 0
+    for name, value in ctx.headers:
+        if name == b"content-length":
+            lengths.add(value.strip())
+        elif name == b"transfer-encoding":
+            codings.append(value)
+        elif name == b"host":
+            hosts += 1
+    if hosts > 1:
+        raise GatewayError(400, "bad_request", "The request must have exactly one Host header.")
+    if (lengths and codings) or len(lengths) > 1:
         raise GatewayError(400, "bad_request", "The request's length is ambiguous.")
     if lengths and not next(iter(lengths)).isdigit():
         raise GatewayError(400, "bad_request", "Content-Length is not a number.")
+    if codings and (len(codings) > 1 or codings[0].strip().lower() != b"chunked"):
+        raise GatewayError(
+            501,
+            "unsupported_transfer_encoding",
+            "Only Transfer-Encoding: chunked (alone, once) is supported.",
+        )

@@ -7,6 +7,10 @@ enough); credentials that are present must be valid, on every route.
 JWTs are verified without I/O. API keys come from this process's copy or the cache, and from the
 database only on a miss: when that misses and the database is down, the answer is 503
 identity_unavailable (the key may be valid, so not 401).
+
+Both then meet the deny-set (accounts.denylist), this process's in-memory copy: a deactivated
+user's tokens and keys, and tokens issued before the user's "sign out everywhere", are refused
+on every instance within the poll interval, for the cost of two dictionary lookups.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 
 from django.conf import settings
 
+from accounts.denylist import deny_set
 from accounts.services import ApiKeysUnavailable, api_key_lookup, api_key_touch
 from routing.proxy.context import GatewayError, Identity, RequestContext
 from routing.proxy.tokens import TokenExpired, TokenInvalid, verifier
@@ -63,20 +68,26 @@ async def _from_jwt(raw: str) -> Identity:
     except TokenInvalid as exc:
         logger.info("invalid token refused: %s", exc)  # the reason stays in the log
         raise _unauthorized("invalid_token", "The token is not valid.") from None
-    subject = claims.get(settings.PORTIER_JWT_USER_ID_CLAIM)
-    email = claims.get(settings.PORTIER_JWT_EMAIL_CLAIM) or ""
+    subject = _subject(claims.get(settings.PORTIER_JWT_USER_ID_CLAIM))
+    email = claims.get(settings.PORTIER_JWT_EMAIL_CLAIM)
     roles = _roles(claims.get(settings.PORTIER_JWT_ROLES_CLAIM))
-    # These values become upstream headers: refuse what could not be sent as one.
+    # These values become upstream headers: refuse what could not be sent as one, and any claim
+    # of the wrong type (a client's token must never be guessed at, nor become a 500).
+    if email is None:
+        email = ""
     if (
         subject is None
-        or isinstance(subject, (dict, list, bool))
+        or roles is None
         or not isinstance(email, str)
-        or not all(_header_safe(v) for v in (str(subject), email, *roles))
+        or not all(_header_safe(v) for v in (subject, email, *roles))
     ):
         logger.info("token with unusable identity claims refused")
         raise _unauthorized("invalid_token", "The token is not valid.")
+    if deny_set.current.refuses_token(subject, claims.get("iat")):
+        logger.info("token of a deactivated or signed-out user refused (user %s)", subject)
+        raise _unauthorized("invalid_token", "The token is not valid.")
     return Identity(
-        subject=str(subject),
+        subject=subject,
         email=email,
         roles=frozenset(roles),
         primary_role=roles[0] if roles else "",
@@ -84,13 +95,25 @@ async def _from_jwt(raw: str) -> Identity:
     )
 
 
-def _roles(value: object) -> list[str]:
-    """Roles from a claim that may be a list (ours) or a single string (the seed's `role`)."""
+def _subject(value: object) -> str | None:
+    """The caller's id: a non-empty string or an integer (not a bool, float, list or object)."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _roles(value: object) -> list[str] | None:
+    """Roles from a claim that may be a list of strings (ours) or a single string (the seed's
+    `role`); absent means none; None for any other shape."""
+    if value is None:
+        return []
     if isinstance(value, str):
         return [value] if value else []
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, str) and v]
-    return []
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return [v for v in value if v]
+    return None
 
 
 def _header_safe(value: str) -> bool:
@@ -111,6 +134,7 @@ async def _from_api_key(key: str) -> Identity:
         record is None
         or record.revoked
         or (record.expires_at is not None and record.expires_at <= time.time())
+        or deny_set.current.refuses_key(str(record.owner_id))
     ):
         raise _unauthorized("invalid_api_key", "The API key is not valid.", scheme="ApiKey")
     api_key_touch(record.prefix)

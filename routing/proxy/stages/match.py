@@ -2,6 +2,13 @@
 
 Routes are pre-sorted (priority, then path length); the first route whose host, path, headers and
 method all match wins. A path that matches only with another method gives 405 with Allow.
+
+TRACE and CONNECT are allowed only by a route whose method list names them: a route without a
+list (any method) does not. TRACE echoes the request, credentials and cookies included, back to
+whoever can read the answer (cross-site tracing); CONNECT asks the gateway for a tunnel to
+anywhere. Neither is proxied by accident. A CONNECT's authority-form target (`host:port`), which
+no route's path can match, gets the same 405 rather than 400 invalid_path when a server hands it
+over; the served one (httptools) refuses it first, 400 bad_request.
 """
 
 from __future__ import annotations
@@ -16,8 +23,14 @@ from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
 
 __all__ = ["match", "route_path_matches"]
 
+_EXPLICIT_ONLY = frozenset({"TRACE", "CONNECT"})
+# What a route without a method list allows: everything but the methods above.
+_ANY_METHOD = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 async def match(ctx: RequestContext) -> None:
+    if ctx.method == "CONNECT" and not ctx.raw_path.startswith(b"/"):
+        raise _not_allowed(ctx.method, _ANY_METHOD)
     try:
         ctx.path = normalize_path(
             ctx.raw_path, allow_encoded_slashes=settings.PORTIER_ALLOW_ENCODED_SLASHES
@@ -36,21 +49,26 @@ async def match(ctx: RequestContext) -> None:
             continue
         if route.header_matches and not _headers_match(ctx, route):
             continue
-        if route.methods and ctx.method not in route.methods:
-            allowed |= route.methods
+        if route.methods:
+            if ctx.method not in route.methods:
+                allowed |= route.methods
+                continue
+        elif ctx.method in _EXPLICIT_ONLY:
+            allowed |= _ANY_METHOD
             continue
         ctx.route = route
         ctx.route_match = found
         return
     if allowed:
-        allow = ", ".join(sorted(allowed))
-        raise GatewayError(
-            405,
-            "method_not_allowed",
-            f"{ctx.method} is not allowed here.",
-            [(b"allow", allow.encode())],
-        )
+        raise _not_allowed(ctx.method, allowed)
     raise GatewayError(404, "route_not_found", "No route matches this request.")
+
+
+def _not_allowed(method: str, allowed: set[str] | frozenset[str]) -> GatewayError:
+    allow = ", ".join(sorted(allowed))
+    return GatewayError(
+        405, "method_not_allowed", f"{method} is not allowed here.", [(b"allow", allow.encode())]
+    )
 
 
 def route_path_matches(route: RouteSpec, path: str) -> re.Match[str] | bool | None:

@@ -450,6 +450,7 @@ def test_it_never_retries_a_streamed_post(client, upstream, upstream_b):
         ),
         "/s",
         retry_unsafe_methods=True,
+        stream_uploads=True,  # else a small chunked body is buffered, and so retriable
     )
     publish()
 
