@@ -45,7 +45,8 @@ def login_username(value: object) -> str:
 
 
 def _usages(request: HttpRequest, username: str, increment: bool) -> list[dict[str, Any]]:
-    ip = request.META.get("REMOTE_ADDR") or "unknown"
+    # The client through trusted proxies (gateway_site.client_address), else the socket peer.
+    ip = request.META.get("PORTIER_CLIENT_IP") or request.META.get("REMOTE_ADDR") or "unknown"
     counted = (
         ("login-failures-user-ip", f"{username}|{ip}", settings.PORTIER_LOGIN_FAILURE_RATE),
         ("login-failures-user", username, settings.PORTIER_LOGIN_FAILURE_RATE_USER),

@@ -90,6 +90,40 @@ def test_one_ip_trying_many_accounts_is_stopped_at_the_ip_bound(ana, bounds):
     assert sign_in("203.0.113.67", "ana", PASSWORD) == 200
 
 
+def test_behind_a_trusted_load_balancer_each_client_is_counted_apart(ana, bounds, settings):
+    settings.PORTIER_TRUSTED_PROXIES = ["10.0.0.0/8"]
+
+    def through_balancer(client_ip: str, username: str, password: str) -> int:
+        return (
+            Client(REMOTE_ADDR="10.0.0.2")
+            .post(
+                "/auth/token",
+                {"username": username, "password": password},
+                content_type="application/json",
+                HTTP_X_FORWARDED_FOR=client_ip,
+            )
+            .status_code
+        )
+
+    sprayed = [through_balancer("203.0.113.66", f"user{i}", "wrong") for i in range(9)]
+
+    assert sprayed == [401] * 8 + [429]  # the sprayer reaches the per-IP bound...
+    assert through_balancer("203.0.113.67", "ana", PASSWORD) == 200  # ...not everyone behind it
+    # An untrusted peer cannot pick its address to escape the bound.
+    assert sign_in("203.0.113.66", "ana", PASSWORD) == 429
+    assert (
+        Client(REMOTE_ADDR="203.0.113.66")
+        .post(
+            "/auth/token",
+            {"username": "ana", "password": PASSWORD},
+            content_type="application/json",
+            HTTP_X_FORWARDED_FOR="192.0.2.99",
+        )
+        .status_code
+        == 429
+    )
+
+
 def test_the_refusal_says_when_to_come_back(ana, bounds):
     for _ in range(3):
         sign_in("203.0.113.5", "ana", "wrong")
