@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_simplejwt.token_blacklist",
     "simple_history",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "accounts",
     "routing",
     "audit",
@@ -252,7 +254,15 @@ if PORTIER_CHUNKED_BUFFER_BYTES < 0:
         f"{PORTIER_CHUNKED_BUFFER_BYTES!r}"
     )
 # Paths the gateway serves itself (each one and everything below it); a route may not shadow them.
-PORTIER_RESERVED_PATHS = ("/admin", "/auth", "/health", "/metrics", "/registry", "/static")
+PORTIER_RESERVED_PATHS = (
+    "/admin",
+    "/api-docs",
+    "/auth",
+    "/health",
+    "/metrics",
+    "/registry",
+    "/static",
+)
 # How often each process rebuilds its view of target health and registered instances from the
 # cache (seconds): also how soon a circuit opened by one process is honoured by the others.
 PORTIER_HEALTH_SYNC_INTERVAL = env_float("PORTIER_HEALTH_SYNC_INTERVAL", 0.5)
@@ -367,6 +377,23 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "gateway_site.errors.json_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+# The management API's OpenAPI schema (/admin/api/schema/) and docs page (/admin/api/docs/), whose
+# Swagger UI files ship in drf-spectacular-sidecar and are served by the app: no CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Portier management API",
+    "DESCRIPTION": "The gateway's configuration, API keys, audit trail and configuration history: "
+    "the same models, validation and publish as the Django admin.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "PREPROCESSING_HOOKS": ["routing.api.schema.management_only"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No call to swagger.io's online validator either.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # Failed sign-ins (/auth/token and the admin's login) counted three ways, as django-axes and

@@ -12,18 +12,21 @@ from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
 from gateway_site.errors import reserved_not_found
+from routing.api.catalogue import api_docs
 from routing.observe import views as observe
 from routing.proxy.django_entry import proxy
 
 urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),
+    path("admin/api/", include("routing.api.urls")),
     path("admin/", admin.site.urls),
+    path("api-docs", api_docs),
     path("auth/", include("accounts.urls")),
     path("health", observe.health),
     path("health/services", observe.health_services),
     path("metrics", observe.metrics),
     path("registry/", include("routing.upstream.registry_urls")),
-    re_path(r"^(?:admin|auth|health|metrics|registry|static)(?:/|$)", reserved_not_found),
+    re_path(r"^(?:admin|api-docs|auth|health|metrics|registry|static)(?:/|$)", reserved_not_found),
     re_path(r"", proxy),
 ]
 

@@ -24,16 +24,10 @@ from routing.config.holder import holder
 from routing.config.spec import ServiceSpec
 from routing.models import RateLimitTier, RolePolicy, Route, RouteTierOverride, Service, Target
 from routing.observe.service_health import service_report
+from routing.rules import policy_roles_problem, route_service_problem, service_upstream_problem
 
 # Upstreams are mostly plain http inside a network; Django 6 would assume https otherwise.
 URL_AS_HTTP = {models.URLField: {"assume_scheme": "http"}}
-
-
-NO_UPSTREAM = (
-    "An enabled service needs at least one enabled target, or “Allow registration” on: without "
-    "either, every request to its routes gets 503. Add or enable a target, allow registration, "
-    "or disable the service."
-)
 
 
 class TargetFormSet(forms.BaseInlineFormSet):
@@ -43,14 +37,20 @@ class TargetFormSet(forms.BaseInlineFormSet):
     def clean(self) -> None:
         super().clean()
         service = self.instance
-        if not service.enabled or service.allow_registration or any(self.errors):
+        if any(self.errors):
             return
-        for form in self.forms:
-            data = getattr(form, "cleaned_data", {})
-            removed = self.can_delete and self._should_delete_form(form)
-            if data.get("url") and data.get("enabled") and not removed:
-                return
-        raise ValidationError(NO_UPSTREAM, code="no_upstream")
+        problem = service_upstream_problem(
+            enabled=service.enabled,
+            allow_registration=service.allow_registration,
+            has_enabled_target=any(self._serves(form) for form in self.forms),
+        )
+        if problem:
+            raise ValidationError(problem, code="no_upstream")
+
+    def _serves(self, form: forms.Form) -> bool:
+        data = getattr(form, "cleaned_data", {})
+        removed = self.can_delete and self._should_delete_form(form)
+        return bool(data.get("url") and data.get("enabled") and not removed)
 
 
 class TargetInline(admin.TabularInline):
@@ -258,13 +258,9 @@ class RouteForm(forms.ModelForm):
             return data  # a row of the list left as it was: no query for it
         enabled = data.get("enabled") if "enabled" in self.fields else self.instance.enabled
         # A disabled route, or one on a disabled service, is not served: nothing to break.
-        if service is not None and enabled and service.enabled and not service.has_upstream():
-            self.add_error(
-                "service" if "service" in self.fields else "enabled",
-                f"Service “{service}” has no enabled target and does not allow registration: "
-                "every request to this route would get 503. Add a target to the service first, "
-                "or save the route disabled.",
-            )
+        problem = service and route_service_problem(route_enabled=bool(enabled), service=service)
+        if problem:
+            self.add_error("service" if "service" in self.fields else "enabled", problem)
         return data
 
 
@@ -334,11 +330,9 @@ class RolePolicyForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        kind, roles = data.get("kind"), data.get("roles")
-        if kind in {RolePolicy.Kind.ANY_OF, RolePolicy.Kind.ALL_OF} and not roles:
-            self.add_error("roles", "Choose at least one role for this kind of policy.")
-        if kind in {RolePolicy.Kind.PUBLIC, RolePolicy.Kind.AUTHENTICATED} and roles:
-            self.add_error("roles", "This kind of policy does not use roles; clear them.")
+        problem = policy_roles_problem(data.get("kind"), data.get("roles") or [])
+        if problem:
+            self.add_error("roles", problem)
         return data
 
 

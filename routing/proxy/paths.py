@@ -42,7 +42,7 @@ class PathRejected(ValueError):
 
 
 def is_reserved_path(path: str) -> bool:
-    """True for the gateway's own paths (/admin, /health/..., ...), which are never proxied."""
+    """True for the gateway's own paths (/admin, /api-docs, /health/..., ...), never proxied."""
     for reserved in settings.PORTIER_RESERVED_PATHS:
         if path.startswith(reserved) and (len(path) == len(reserved) or path[len(reserved)] == "/"):
             return True

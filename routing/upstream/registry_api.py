@@ -17,7 +17,6 @@ the pool holds it once, as the static target, and every view reports it as that.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import re
@@ -43,6 +42,7 @@ from routing.config.spec import ServiceSpec
 from routing.proxy.context import GatewayError, Identity
 from routing.proxy.stages.identity import identify
 from routing.upstream import registry
+from routing.validators import validate_upstream_url
 
 __all__ = ["HeartbeatView", "InstanceView", "InstancesView"]
 
@@ -115,7 +115,9 @@ def _owner(request: Request) -> tuple[str, bool]:
 
 
 class InstanceSerializer(serializers.Serializer):
-    url = serializers.URLField(max_length=300)
+    # The one SSRF rule (routing.validators), as for static targets. A field validator, so it
+    # runs (and names the refused address) beside URLField's own check.
+    url = serializers.URLField(max_length=300, validators=[validate_upstream_url])
     weight = serializers.IntegerField(min_value=1, max_value=1000, default=100)
     ttl = serializers.IntegerField(
         min_value=2, max_value=3600, default=30, help_text="Seconds until expiry, unless renewed."
@@ -124,21 +126,8 @@ class InstanceSerializer(serializers.Serializer):
 
     def validate_url(self, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"}:
-            raise serializers.ValidationError("Only http:// and https:// instances are supported.")
-        if parts.username or parts.password or parts.query or parts.fragment:
-            raise serializers.ValidationError(
-                "An instance URL holds no credentials, query or fragment."
-            )
-        try:
-            address = ipaddress.ip_address(parts.hostname or "")
-        except ValueError:
-            address = None  # a host name: not resolved here
-        # Link-local holds cloud metadata services (169.254.169.254): never a service instance.
-        if address is not None and (address.is_link_local or address.is_unspecified):
-            raise serializers.ValidationError(
-                "Link-local and unspecified addresses cannot be registered."
-            )
+        if parts.query or parts.fragment:
+            raise serializers.ValidationError("An instance URL holds no query or fragment.")
         return value.rstrip("/")
 
     def validate_metadata(self, value: dict[str, Any]) -> dict[str, Any]:

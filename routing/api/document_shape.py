@@ -1,0 +1,447 @@
+"""The declarative document's shape: which document key is which model field, how values are
+spelt on each side, and the type checks that run before any model sees a value.
+
+The models stay the source of truth for defaults, choices and validation (their `clean()` is the
+admin's); this module only translates between a row and its plain-data form, so export, import
+and the diff all speak the same vocabulary (docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import models
+
+from routing.models import RateLimitTier, RolePolicy, Route, Service, Target, split_csv
+
+__all__ = [
+    "KINDS",
+    "DocumentInvalid",
+    "Field",
+    "Kind",
+    "compact",
+    "flatten",
+    "policy_data",
+    "route_data",
+    "service_data",
+    "set_fields",
+    "shape_errors",
+    "tier_data",
+]
+
+
+class DocumentInvalid(Exception):
+    """The document cannot be applied; `errors` holds one line per problem, each naming the
+    path of the bad field, e.g. "routes[3].path: ..." or "services[0].targets[1].url: ..."."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+# --- Value spellings: (type check, model -> document, document -> model) -----------------
+
+
+def _number_to_doc(value: float) -> int | float:
+    """2.0 is written 2: the document reads as a person would write it, and stays stable."""
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Spelling:
+    expected: str  # says what was expected in an error message
+    accepts: Callable[[Any], bool]
+    to_doc: Callable[[Any], Any]
+    to_model: Callable[[Any], Any]
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+STR = Spelling("a string", lambda v: isinstance(v, str), _same, _same)
+BOOL = Spelling("true or false", lambda v: isinstance(v, bool), _same, _same)
+INT = Spelling("an integer", _is_int, _same, _same)
+INT_OR_NULL = Spelling("an integer or null", lambda v: v is None or _is_int(v), _same, _same)
+NUMBER = Spelling(
+    "a number",
+    lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    _number_to_doc,
+    float,
+)
+STATUSES = Spelling(
+    "a list of status codes, e.g. [502, 503]",
+    lambda v: isinstance(v, list) and all(_is_int(item) for item in v),
+    lambda csv: [int(item) for item in split_csv(csv) if item.isdigit()],
+    lambda items: ", ".join(str(item) for item in items),
+)
+NAMES = Spelling(
+    "a list of strings",
+    lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
+    split_csv,
+    lambda items: ", ".join(items),
+)
+HEADERS = Spelling(
+    "a mapping of header name to value (quote values such as '2')",
+    lambda v: isinstance(v, dict) and all(isinstance(x, str) for kv in v.items() for x in kv),
+    lambda value: dict(sorted(value.items())) if isinstance(value, dict) else value,
+    lambda value: dict(value),
+)
+
+
+@dataclass(frozen=True)
+class Field:
+    """One model field as the document spells it: `key` is dotted for a field inside a block
+    (timeouts.connect)."""
+
+    key: str
+    attr: str
+    spelling: Spelling
+
+    def default(self, model: type[models.Model]) -> Any:
+        return self.spelling.to_doc(model._meta.get_field(self.attr).get_default())
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One list of the document (services, routes, ...): its model and the keys it accepts."""
+
+    section: str
+    model: type[models.Model]
+    fields: tuple[Field, ...]
+    # Keys handled by hand (names of related objects, targets), with their spellings.
+    relations: dict[str, Spelling]
+    required: tuple[str, ...]
+    order: tuple[str, ...]  # top-level key order in an export
+
+    def field_key(self, attr: str) -> str:
+        """The document key of a model field, for error messages."""
+        for field in self.fields:
+            if field.attr == attr:
+                return field.key
+        return {"role_policy": "policy", "rate_limit_tier": "tier"}.get(attr, attr)
+
+    def defaults(self) -> dict[str, Any]:
+        return {field.key: field.default(self.model) for field in self.fields}
+
+
+TARGET_FIELDS = (
+    Field("url", "url", STR),
+    Field("weight", "weight", INT),
+    Field("enabled", "enabled", BOOL),
+)
+
+SERVICES = Kind(
+    section="services",
+    model=Service,
+    fields=(
+        Field("description", "description", STR),
+        Field("enabled", "enabled", BOOL),
+        Field("balancing", "balancing", STR),
+        Field("hash_on", "hash_on", STR),
+        Field("hash_header", "hash_header", STR),
+        Field("timeouts.connect", "connect_timeout", NUMBER),
+        Field("timeouts.read", "read_timeout", NUMBER),
+        Field("timeouts.write", "write_timeout", NUMBER),
+        Field("timeouts.total", "total_timeout", NUMBER),
+        Field("retries", "retries", INT),
+        Field("retry_statuses", "retry_statuses", STATUSES),
+        Field("max_in_flight", "max_in_flight", INT),
+        Field("health.path", "health_path", STR),
+        Field("health.interval", "health_interval", NUMBER),
+        Field("health.timeout", "health_timeout", NUMBER),
+        Field("health.healthy_threshold", "healthy_threshold", INT),
+        Field("health.unhealthy_threshold", "unhealthy_threshold", INT),
+        Field("circuit_breaker.failures", "breaker_failures", INT),
+        Field("circuit_breaker.statuses", "breaker_statuses", STATUSES),
+        Field("circuit_breaker.cooldown", "breaker_cooldown", NUMBER),
+        Field("allow_registration", "allow_registration", BOOL),
+    ),
+    relations={
+        "targets": Spelling("a list of targets", lambda v: isinstance(v, list), _same, _same)
+    },
+    required=("name",),
+    order=(
+        "name",
+        "description",
+        "enabled",
+        "targets",
+        "balancing",
+        "hash_on",
+        "hash_header",
+        "timeouts",
+        "retries",
+        "retry_statuses",
+        "max_in_flight",
+        "health",
+        "circuit_breaker",
+        "allow_registration",
+    ),
+)
+
+POLICIES = Kind(
+    section="policies",
+    model=RolePolicy,
+    fields=(Field("kind", "kind", STR), Field("description", "description", STR)),
+    relations={"roles": NAMES},
+    required=("name",),
+    order=("name", "kind", "roles", "description"),
+)
+
+TIERS = Kind(
+    section="tiers",
+    model=RateLimitTier,
+    fields=(
+        Field("rate", "rate", STR),
+        Field("key", "key", STR),
+        Field("header_name", "header_name", STR),
+        Field("per_method", "per_method", BOOL),
+        Field("description", "description", STR),
+    ),
+    relations={},
+    required=("name", "rate"),
+    order=("name", "rate", "key", "header_name", "per_method", "description"),
+)
+
+_NAME_OR_NULL = Spelling("a name or null", lambda v: v is None or isinstance(v, str), _same, _same)
+
+ROUTES = Kind(
+    section="routes",
+    model=Route,
+    fields=(
+        Field("enabled", "enabled", BOOL),
+        Field("priority", "priority", INT),
+        Field("match", "match_type", STR),
+        Field("path", "path", STR),
+        Field("methods", "methods", NAMES),
+        Field("hosts", "hosts", NAMES),
+        Field("headers", "header_matches", HEADERS),
+        Field("strip_prefix", "strip_prefix", BOOL),
+        Field("rewrite", "rewrite", STR),
+        Field("preserve_host", "preserve_host", BOOL),
+        Field("forward_authorization", "forward_authorization", BOOL),
+        Field("retry_unsafe_methods", "retry_unsafe_methods", BOOL),
+        Field("stream_uploads", "stream_uploads", BOOL),
+        Field("max_body_bytes", "max_body_bytes", INT_OR_NULL),
+        Field("audit", "audit", BOOL),
+    ),
+    relations={
+        "service": STR,
+        "policy": _NAME_OR_NULL,
+        "tier": _NAME_OR_NULL,
+        "tiers_by_role": Spelling(
+            "a mapping of role to tier name",
+            lambda v: (
+                isinstance(v, dict) and all(isinstance(x, str) for kv in v.items() for x in kv)
+            ),
+            _same,
+            _same,
+        ),
+    },
+    required=("name", "service", "path"),
+    order=(
+        "name",
+        "service",
+        "enabled",
+        "priority",
+        "match",
+        "path",
+        "methods",
+        "hosts",
+        "headers",
+        "strip_prefix",
+        "rewrite",
+        "preserve_host",
+        "forward_authorization",
+        "retry_unsafe_methods",
+        "stream_uploads",
+        "max_body_bytes",
+        "policy",
+        "tier",
+        "tiers_by_role",
+        "audit",
+    ),
+)
+
+KINDS = (SERVICES, POLICIES, TIERS, ROUTES)
+
+API_KEY_KEYS = {
+    "name": STR,
+    "prefix": STR,
+    "owner": STR,
+    "expires_at": Spelling(
+        "a date-time or null",
+        lambda v: v is None or isinstance(v, str) or hasattr(v, "isoformat"),
+        _same,
+        _same,
+    ),
+    "revoked": BOOL,
+}
+
+
+# --- Rows -> plain data (every field, defaults included) ------------------------------------
+
+
+def _put(data: dict[str, Any], key: str, value: Any) -> None:
+    block, _, leaf = key.rpartition(".")
+    (data.setdefault(block, {}) if block else data)[leaf] = value
+
+
+def _get(data: dict[str, Any], key: str) -> tuple[bool, Any]:
+    block, _, leaf = key.rpartition(".")
+    holder = data.get(block) if block else data
+    if not isinstance(holder, dict) or leaf not in holder:
+        return False, None
+    return True, holder[leaf]
+
+
+def _fields_data(kind: Kind, obj: models.Model, name: str) -> dict[str, Any]:
+    data: dict[str, Any] = {"name": name}
+    for field in kind.fields:
+        _put(data, field.key, field.spelling.to_doc(getattr(obj, field.attr)))
+    return data
+
+
+def _ordered(kind: Kind, data: dict[str, Any]) -> dict[str, Any]:
+    return {key: data[key] for key in kind.order if key in data}
+
+
+def target_data(target: Target) -> dict[str, Any]:
+    return {"url": target.url, "weight": target.weight, "enabled": target.enabled}
+
+
+def service_data(service: Service, targets: Iterable[Target]) -> dict[str, Any]:
+    data = _fields_data(SERVICES, service, service.name)
+    data["targets"] = sorted((target_data(t) for t in targets), key=lambda t: t["url"])
+    return _ordered(SERVICES, data)
+
+
+def policy_data(policy: RolePolicy, roles: Iterable[str]) -> dict[str, Any]:
+    data = _fields_data(POLICIES, policy, policy.name)
+    data["roles"] = sorted(roles)
+    return _ordered(POLICIES, data)
+
+
+def tier_data(tier: RateLimitTier) -> dict[str, Any]:
+    return _ordered(TIERS, _fields_data(TIERS, tier, tier.name))
+
+
+def route_data(
+    route: Route,
+    *,
+    service: str,
+    policy: str | None,
+    tier: str | None,
+    tiers_by_role: dict[str, str],
+) -> dict[str, Any]:
+    data = _fields_data(ROUTES, route, route.name)
+    data.update(
+        service=service, policy=policy, tier=tier, tiers_by_role=dict(sorted(tiers_by_role.items()))
+    )
+    return _ordered(ROUTES, data)
+
+
+def compact(kind: Kind, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` without the fields at their default, empty blocks and empty relations: the
+    export stays short, and a person sees only what was chosen."""
+    out: dict[str, Any] = {}
+    defaults = kind.defaults()
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in kind.relations and key != "headers":
+            block = {leaf: v for leaf, v in value.items() if defaults.get(f"{key}.{leaf}") != v}
+            if block:
+                out[key] = block
+        else:
+            at_default = key in defaults and defaults[key] == value
+            empty_relation = key in kind.relations and value in (None, [], {})
+            if not (at_default or empty_relation):
+                out[key] = value
+    if kind is SERVICES and "targets" in out:
+        target_defaults = {"weight": 100, "enabled": True}
+        out["targets"] = [
+            {k: v for k, v in t.items() if target_defaults.get(k, object()) != v}
+            for t in out["targets"]
+        ]
+    return out
+
+
+def flatten(data: dict[str, Any]) -> dict[str, Any]:
+    """{"timeouts": {"connect": 2}} -> {"timeouts.connect": 2}: the diff names each field."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in {"timeouts", "health", "circuit_breaker"} and isinstance(value, dict):
+            for leaf, v in value.items():
+                flat[f"{key}.{leaf}"] = v
+        elif key != "name":
+            flat[key] = value
+    return flat
+
+
+# --- Plain data -> rows -------------------------------------------------------------------
+
+
+def set_fields(kind: Kind, obj: models.Model, item: dict[str, Any]) -> None:
+    """Every field of `obj` from `item`, a missing field taking the model's default: the
+    document describes the whole object, as the export omits defaults."""
+    for field in kind.fields:
+        present, value = _get(item, field.key)
+        if not present:
+            value = field.default(kind.model)
+        setattr(obj, field.attr, field.spelling.to_model(value))
+
+
+def _spelling_errors(
+    path: str, item: Any, spellings: dict[str, Spelling], required: Iterable[str]
+) -> list[str]:
+    """Type and key checks for one mapping whose keys may be dotted (one block level)."""
+    if not isinstance(item, dict):
+        return [f"{path}: expected a mapping"]
+    errors: list[str] = []
+    blocks = {key.partition(".")[0] for key in spellings if "." in key}
+    for key, value in item.items():
+        if key in blocks:
+            if not isinstance(value, dict):
+                errors.append(f"{path}.{key}: expected a mapping")
+                continue
+            for leaf, leaf_value in value.items():
+                spelling = spellings.get(f"{key}.{leaf}")
+                if spelling is None:
+                    errors.append(f"{path}.{key}.{leaf}: unknown field")
+                elif not spelling.accepts(leaf_value):
+                    errors.append(f"{path}.{key}.{leaf}: expected {spelling.expected}")
+        elif key not in spellings:
+            errors.append(f"{path}.{key}: unknown field")
+        elif not spellings[key].accepts(value):
+            errors.append(f"{path}.{key}: expected {spellings[key].expected}")
+    for key in required:
+        if key not in item:
+            errors.append(f"{path}.{key}: required")
+    return errors
+
+
+def kind_spellings(kind: Kind) -> dict[str, Spelling]:
+    spellings = {"name": STR, **kind.relations}
+    spellings.update({field.key: field.spelling for field in kind.fields})
+    return spellings
+
+
+def shape_errors(path: str, kind: Kind, item: Any) -> list[str]:
+    """Unknown keys, wrong types and missing required keys of one object (and its targets)."""
+    errors = _spelling_errors(path, item, kind_spellings(kind), kind.required)
+    if kind is SERVICES and isinstance(item, dict) and isinstance(item.get("targets"), list):
+        target_spellings = {field.key: field.spelling for field in TARGET_FIELDS}
+        for index, target in enumerate(item["targets"]):
+            errors += _spelling_errors(
+                f"{path}.targets[{index}]", target, target_spellings, ["url"]
+            )
+    return errors
+
+
+def api_key_errors(path: str, item: Any) -> list[str]:
+    return _spelling_errors(path, item, API_KEY_KEYS, ("name", "prefix", "owner"))

@@ -1,0 +1,267 @@
+"""The management API's resources: services, routes, policies, tiers, API keys and the audit
+trail, by name where a name is the natural key (`/admin/api/routes/users`).
+
+Each write runs in one transaction, so routing.signals publishes one configuration version for
+it, and simple_history records it with the API caller as the history user.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import ProtectedError, Q, QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import status, viewsets
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.generics import get_object_or_404
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import SAFE_METHODS
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from accounts.models import ApiKey
+from accounts.services import api_key_revoke
+from audit.models import AuditEntry
+from routing.api import serializers
+from routing.api.authentication import AdminSessionAuthentication, UserCredentialsAuthentication
+from routing.api.concurrency import etag_of, require_current
+from routing.api.permissions import ModelPermissions
+from routing.models import RateLimitTier, RolePolicy, Route, Service
+
+__all__ = [
+    "ApiKeyViewSet",
+    "AuditEntryViewSet",
+    "ManagementApi",
+    "PolicyViewSet",
+    "RouteViewSet",
+    "ServiceViewSet",
+    "TierViewSet",
+    "query_datetime",
+]
+
+_NAME = r"[-a-zA-Z0-9_]+"
+
+
+def filters(*names: str) -> Any:
+    """The list's query-parameter filters, in the OpenAPI schema."""
+    parameters = [OpenApiParameter(name, str, description=f"Filter by {name}.") for name in names]
+    return extend_schema_view(list=extend_schema(parameters=parameters))
+
+
+class Pages(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class InUse(APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "Other configuration still refers to this object; change or delete it first."
+    default_code = "in_use"
+
+
+def query_datetime(request: Request, name: str, *, end_of_day: bool = False) -> datetime | None:
+    """?since= / ?until= as an ISO date or date-time; a bad one is a 400 naming the parameter."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        moment = parse_datetime(raw)
+        if moment is None and (day := parse_date(raw)) is not None:
+            moment = datetime.combine(
+                day, datetime.max.time() if end_of_day else datetime.min.time()
+            )
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise ValidationError({name: "Use an ISO date or date-time, e.g. 2026-01-31T12:00:00Z."})
+    if moment.tzinfo is None:
+        moment = timezone.make_aware(moment)
+    return moment
+
+
+class ManagementApi:
+    """What every management API view shares: who may call it, pages, the error shape."""
+
+    authentication_classes = [UserCredentialsAuthentication, AdminSessionAuthentication]
+    permission_classes = [ModelPermissions]
+    pagination_class = Pages
+
+
+class ETagged:
+    """Every object answered (read, created, changed) carries its ETag."""
+
+    action: str | None
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        single = self.action in {"retrieve", "create", "update", "partial_update"}
+        if single and isinstance(response, Response) and response.status_code < 300:
+            response["ETag"] = etag_of(response.data)
+        return super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+
+
+class ConfigViewSet(ETagged, ManagementApi, viewsets.ModelViewSet):
+    """A configuration resource: writes in one transaction, ETag on every object, If-Match on
+    every change."""
+
+    lookup_field = "name"
+    lookup_value_regex = _NAME
+
+    def get_object(self) -> Any:
+        if self.request.method in SAFE_METHODS:
+            return super().get_object()
+        # A change locks its row until it commits (writes run in a transaction): a concurrent
+        # change waits, then compares its If-Match with the ETag of what was just saved.
+        queryset = self.filter_queryset(self.get_queryset()).select_for_update(of=("self",))
+        lookup = self.lookup_url_kwarg or self.lookup_field
+        instance = get_object_or_404(queryset, **{self.lookup_field: self.kwargs[lookup]})
+        self.check_object_permissions(self.request, instance)
+        require_current(self.request, etag_of(self.get_serializer(instance).data))
+        return instance
+
+    def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        with transaction.atomic():
+            return super().create(request, *args, **kwargs)
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        with transaction.atomic():
+            return super().update(request, *args, **kwargs)
+
+    def destroy(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        try:
+            with transaction.atomic():
+                return super().destroy(request, *args, **kwargs)
+        except ProtectedError as exc:
+            users = sorted({str(obj) for obj in exc.protected_objects})[:10]
+            raise InUse(f"Still used by: {', '.join(users)}.") from None
+
+
+@filters("enabled", "search")
+class ServiceViewSet(ConfigViewSet):
+    """Services with their targets. Filters: ?enabled=true|false, ?search= (name contains)."""
+
+    serializer_class = serializers.ServiceSerializer
+
+    def get_queryset(self) -> QuerySet[Service]:
+        queryset = Service.objects.prefetch_related("targets").order_by("name")
+        return _filter_common(self.request, queryset)
+
+
+@filters("service", "policy", "tier", "enabled", "search")
+class RouteViewSet(ConfigViewSet):
+    """Routes. Filters: ?service=, ?policy=, ?tier=, ?enabled=, ?search= (name or path)."""
+
+    serializer_class = serializers.RouteSerializer
+
+    def get_queryset(self) -> QuerySet[Route]:
+        queryset = Route.objects.select_related("service", "role_policy", "rate_limit_tier")
+        params = self.request.query_params
+        for param, field in (
+            ("service", "service__name"),
+            ("policy", "role_policy__name"),
+            ("tier", "rate_limit_tier__name"),
+        ):
+            if params.get(param):
+                queryset = queryset.filter(**{field: params[param]})
+        if params.get("search"):
+            queryset = queryset.filter(
+                Q(name__icontains=params["search"]) | Q(path__icontains=params["search"])
+            )
+        return _filter_common(self.request, queryset.order_by("name"), search=False)
+
+
+@filters("kind", "role", "search")
+class PolicyViewSet(ConfigViewSet):
+    """Role policies, their roles by name. Filters: ?kind=, ?role=, ?search=."""
+
+    serializer_class = serializers.PolicySerializer
+
+    def get_queryset(self) -> QuerySet[RolePolicy]:
+        queryset = RolePolicy.objects.prefetch_related("roles").order_by("name")
+        params = self.request.query_params
+        if params.get("kind"):
+            queryset = queryset.filter(kind=params["kind"])
+        if params.get("role"):
+            queryset = queryset.filter(roles__name=params["role"]).distinct()
+        return _filter_common(self.request, queryset)
+
+
+@filters("key", "search")
+class TierViewSet(ConfigViewSet):
+    """Rate-limit tiers. Filters: ?key=, ?search=."""
+
+    serializer_class = serializers.TierSerializer
+
+    def get_queryset(self) -> QuerySet[RateLimitTier]:
+        queryset = RateLimitTier.objects.order_by("name")
+        if self.request.query_params.get("key"):
+            queryset = queryset.filter(key=self.request.query_params["key"])
+        return _filter_common(self.request, queryset)
+
+
+def _filter_common(request: Request, queryset: QuerySet[Any], *, search: bool = True) -> Any:
+    params = request.query_params
+    if search and params.get("search"):
+        queryset = queryset.filter(name__icontains=params["search"])
+    enabled = params.get("enabled")
+    if enabled is not None and hasattr(queryset.model, "enabled"):
+        if enabled not in {"true", "false"}:
+            raise ValidationError({"enabled": "Use true or false."})
+        queryset = queryset.filter(enabled=enabled == "true")
+    return queryset
+
+
+@filters("owner", "active")
+class ApiKeyViewSet(ConfigViewSet):
+    """API keys by prefix. Creating one answers its secret once; DELETE revokes it (the row
+    stays, for the audit trail). Filters: ?owner= (username), ?active=true|false."""
+
+    serializer_class = serializers.ApiKeySerializer
+    lookup_field = "prefix"
+    lookup_value_regex = r"[0-9a-f]+"
+
+    def get_queryset(self) -> QuerySet[ApiKey]:
+        queryset = ApiKey.objects.select_related("owner").order_by("-created_at", "prefix")
+        params = self.request.query_params
+        if params.get("owner"):
+            queryset = queryset.filter(owner__username=params["owner"])
+        active = params.get("active")
+        if active in {"true", "false"}:
+            revoked = Q(revoked_at__isnull=False)
+            queryset = queryset.exclude(revoked) if active == "true" else queryset.filter(revoked)
+        return queryset
+
+    def perform_destroy(self, instance: ApiKey) -> None:
+        api_key_revoke(api_key=instance)
+
+
+@filters("route", "outcome", "caller", "method", "status", "request_id", "since", "until")
+class AuditEntryViewSet(ETagged, ManagementApi, viewsets.ReadOnlyModelViewSet):
+    """The audit trail, newest first. Filters: ?route=, ?outcome=allowed|denied, ?caller= (user
+    id, email or key prefix), ?method=, ?status=, ?since= and ?until= (ISO date or date-time)."""
+
+    serializer_class = serializers.AuditEntrySerializer
+
+    def get_queryset(self) -> QuerySet[AuditEntry]:
+        queryset = AuditEntry.objects.order_by("-created_at", "-id")
+        params = self.request.query_params
+        for param in ("route", "outcome", "method", "request_id"):
+            if params.get(param):
+                queryset = queryset.filter(**{param: params[param]})
+        if params.get("status"):
+            if not params["status"].isdigit():
+                raise ValidationError({"status": "Use an HTTP status, e.g. 403."})
+            queryset = queryset.filter(status=int(params["status"]))
+        if caller := params.get("caller"):
+            queryset = queryset.filter(
+                Q(caller_id=caller) | Q(caller_email=caller) | Q(key_prefix=caller)
+            )
+        if since := query_datetime(self.request, "since"):
+            queryset = queryset.filter(created_at__gte=since)
+        if until := query_datetime(self.request, "until", end_of_day=True):
+            queryset = queryset.filter(created_at__lte=until)
+        return queryset
