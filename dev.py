@@ -94,7 +94,15 @@ def run(argv: list[str]) -> int:
     children: list[subprocess.Popen[bytes]] = []
     try:
         password = _set_up(echo_port)
-        children.append(_start([str(PY), "manage.py", "echoserver", "--port", str(echo_port)]))
+        echo = _start([str(PY), "manage.py", "echoserver", "--port", str(echo_port)])
+        children.append(echo)
+        # The gateway's first proxied call must find the demo upstream listening.
+        deadline = time.monotonic() + 15
+        while not port_open("127.0.0.1", echo_port) and echo.poll() is None:
+            if time.monotonic() > deadline:
+                print(f"dev.py run: the echo upstream is not listening on {echo_port}", flush=True)
+                return 1
+            time.sleep(0.1)
         gateway = ["-m", "gateway_site.serve", "--host", "127.0.0.1", "--port", str(port)]
         children.append(_start([str(PY), *gateway]))
         print(

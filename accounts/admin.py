@@ -102,8 +102,17 @@ class ApiKeyAdmin(admin.ModelAdmin):
     autocomplete_fields = ("owner",)
     actions = ("revoke",)
 
+    @staticmethod
+    def may_choose_owner(request: HttpRequest) -> bool:
+        """A key acts as its owner (proxied routes, /admin/api/): only who may change users may
+        issue one for someone else. Anyone else issues keys for themselves."""
+        user = request.user
+        return bool(user.is_superuser or user.has_perm("accounts.change_user"))
+
     def get_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
         if obj is None:
+            if not self.may_choose_owner(request):
+                return ["name", "expires_at"]  # the owner is the requesting user (save_model)
             return ["owner", "name", "expires_at"]
         return ["name", "owner", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
 
@@ -114,6 +123,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
+        if not self.may_choose_owner(request):
+            obj.owner = request.user  # whatever was posted
         issued, key = api_key_issue(owner=obj.owner, name=obj.name, expires_at=obj.expires_at)
         obj.pk, obj.prefix = issued.pk, issued.prefix
         self.message_user(

@@ -10,7 +10,12 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from accounts.models import User
 
-__all__ = ["PortierTokenObtainSerializer"]
+__all__ = ["PORTIER_CLAIM", "PortierTokenObtainSerializer"]
+
+# Marks a token Portier minted itself ("portier": 1). The proxy also trusts tokens from a separate
+# auth service (shared secret or JWKS), whose user ids mean nothing here: the management API
+# maps a JWT to a Portier user only when it carries this claim.
+PORTIER_CLAIM = "portier"
 
 
 class PortierTokenObtainSerializer(TokenObtainPairSerializer):
@@ -21,6 +26,7 @@ class PortierTokenObtainSerializer(TokenObtainPairSerializer):
         token = super().get_token(user)
         token[settings.PORTIER_JWT_EMAIL_CLAIM] = user.email
         token[settings.PORTIER_JWT_ROLES_CLAIM] = sorted(user.groups.values_list("name", flat=True))
+        token[PORTIER_CLAIM] = 1
         return token  # type: ignore[return-value]
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, str]:

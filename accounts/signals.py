@@ -8,7 +8,9 @@
 
 Robust on-commit: with Redis down the change is saved and the admin answers; Django logs the
 failed forget or publish. A stale API-key entry then lives out its TTL if that Redis comes back
-with its data; a deny-set is published again by the next change or process start.
+with its data; a failed deny-set publish is owed (accounts.denylist.publish_owed): this process's
+refresher publishes it again as soon as the cache answers, so a Redis that comes back with its old
+data does not keep a deactivated user allowed.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ def _forget_owner_keys(sender: Any, instance: Any, **kwargs: Any) -> None:
 
 
 def _publish() -> None:
+    # On failure deny_set_publish leaves the publish owed (retried by DenySetHolder.refresh) and
+    # raises, which the robust on-commit logs.
     deny_set_publish()
 
 

@@ -28,9 +28,10 @@ class AuditEntry(models.Model):
     key_prefix = models.CharField(
         max_length=16, blank=True, help_text="API key prefix, never the key."
     )
-    roles = models.CharField(max_length=512, blank=True)
+    roles = models.TextField(blank=True)  # every role the caller holds: no length to cut at
     client_ip = models.GenericIPAddressField(null=True, blank=True)
-    method = models.CharField(max_length=10)
+    # The parser's longest method is 15 characters (VERSION-CONTROL); room to spare.
+    method = models.CharField(max_length=32)
     path = models.TextField()
     query = models.TextField(blank=True, help_text="Secret-looking parameters are redacted.")
     route = models.CharField(max_length=100, blank=True)

@@ -10,7 +10,10 @@ __all__ = ["PeriodicThread"]
 
 class PeriodicThread:
     """Subclasses give `name`, `interval()` and `tick()`; `starting()` runs under the lock before
-    the thread starts (resources, a blocking first round), `stopped()` after it has ended."""
+    the thread starts (resources, a blocking first round), `stopped()` after it has ended.
+
+    Each start gets a stop event of its own: a thread that outlives its stop (a round slower
+    than the join's bound) is never woken again by a later start, so two never run at once."""
 
     name = "portier-periodic"
     tick_first = False  # a round at once when the thread starts, or only after an interval
@@ -29,18 +32,25 @@ class PeriodicThread:
         with self._lock:
             if self.running:
                 return
-            self._stop.clear()
+            self._stop = stop = threading.Event()
             self.starting()
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, args=(stop,), name=self.name, daemon=True
+            )
             self._thread.start()
 
     def stop(self) -> None:
-        """Stop after the round under way (the join is bounded: 5 s)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        self.stopped()
+        """Stop after the round under way (the join is bounded: 5 s; a thread still in its round
+        then ends on its own, and its resources are released after it)."""
+        with self._lock:
+            self._stop.set()
+            thread = self._thread
+            if thread is not None:
+                thread.join(timeout=5)
+                if thread.is_alive():
+                    return  # `running` stays true: a start now would not run a second copy
+                self._thread = None
+            self.stopped()
 
     def interval(self) -> float:
         raise NotImplementedError
@@ -54,8 +64,8 @@ class PeriodicThread:
     def stopped(self) -> None:
         return None
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         if self.tick_first:
             self.tick()
-        while not self._stop.wait(self.interval()):
+        while not stop.wait(self.interval()):
             self.tick()

@@ -2,10 +2,10 @@
 API form of `portier_export` / `portier_import`.
 
 GET answers the document as JSON, or YAML when the Accept header asks for application/yaml (or
-?format=yaml), with an ETag. PUT applies a document (a YAML or JSON body) in one transaction,
-publishing one configuration version; ?dry_run=1 answers the diff and changes nothing; ?prune=1
-removes what the document lacks. A stale If-Match is 412, so a CI job never overwrites a change
-made since it exported.
+?format=yaml), with an ETag; its `api_keys` only to a caller with accounts.view_apikey. PUT
+applies a document (a YAML or JSON body) in one transaction, publishing one configuration
+version; ?dry_run=1 answers the diff and changes nothing; ?prune=1 removes what the document
+lacks. A stale If-Match is 412, so a CI job never overwrites a change made since it exported.
 """
 
 from __future__ import annotations
@@ -81,6 +81,12 @@ def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "").lower() in _YES
 
 
+def _export_for(request: Request) -> dict[str, Any]:
+    """The document as this caller may see it: `api_keys` only with accounts.view_apikey (the
+    ETag is computed over the same view, so If-Match works either way)."""
+    return document_export(api_keys=request.user.has_perm("accounts.view_apikey"))
+
+
 class ConfigDocumentView(APIView):
     """The whole configuration as one declarative document (docs/configuration.md)."""
 
@@ -94,7 +100,7 @@ class ConfigDocumentView(APIView):
         responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request: Request) -> Response:
-        document = document_export()
+        document = _export_for(request)
         return Response(document, headers={"ETag": etag_of(document)})
 
     @extend_schema(
@@ -115,11 +121,11 @@ class ConfigDocumentView(APIView):
             # saved. Single-object writes through the API or the admin do not take this lock.
             ConfigVersion.objects.get_or_create(pk=1)
             list(ConfigVersion.objects.select_for_update().filter(pk=1).values_list("pk"))
-            require_current(request, etag_of(document_export()))
+            require_current(request, etag_of(_export_for(request)))
             try:
                 changes = document_apply(document, prune=prune, dry_run=dry_run, actor=request.user)
             except DocumentInvalid as exc:
                 raise ValidationError({"document": exc.errors}) from None
         body = {"dry_run": dry_run, "changed": not changes.is_empty(), "changes": changes.as_dict()}
-        headers = {} if dry_run else {"ETag": etag_of(document_export())}
+        headers = {} if dry_run else {"ETag": etag_of(_export_for(request))}
         return Response(body, headers=headers)

@@ -41,10 +41,11 @@ __all__ = [
 HEADER = "# Portier configuration (docs/configuration.md). Apply with: manage.py portier_import\n"
 
 
-def document_export() -> dict[str, Any]:
+def document_export(*, api_keys: bool = True) -> dict[str, Any]:
     """The whole configuration as plain data, each list sorted by name and each object's keys in
     a fixed order, fields at their default left out: the same database always gives the same
-    document. API keys appear by name and prefix only, never a secret."""
+    document. API keys appear by name and prefix only, never a secret, and not at all with
+    `api_keys=False` (a caller who may not view keys)."""
     services = [
         compact(SERVICES, service_data(s, s.targets.all()))
         for s in Service.objects.prefetch_related("targets").order_by("name")
@@ -76,7 +77,7 @@ def document_export() -> dict[str, Any]:
         "tiers": tiers,
         "routes": routes,
     }
-    keys = _api_keys()
+    keys = _api_keys() if api_keys else []
     if keys:
         document["api_keys"] = keys
     return document

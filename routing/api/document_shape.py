@@ -8,6 +8,7 @@ and the diff all speak the same vocabulary (docs/configuration.md).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -53,12 +54,48 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Integers fit a 32-bit column and numbers (seconds) stay finite and sane: a NaN timeout or a
+# 300-digit integer would otherwise pass the check and fail every request, or the save itself.
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+NUMBER_MAX = 1e9
+
+
+def _int_in_range(value: Any) -> bool:
+    return value is None or INT_MIN <= value <= INT_MAX
+
+
+def _number_in_range(value: Any) -> bool:
+    return math.isfinite(value) and -NUMBER_MAX <= value <= NUMBER_MAX
+
+
+def _statuses_in_range(value: Any) -> bool:
+    return all(INT_MIN <= item <= INT_MAX for item in value)
+
+
+def _any(value: Any) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Spelling:
     expected: str  # says what was expected in an error message
     accepts: Callable[[Any], bool]
     to_doc: Callable[[Any], Any]
     to_model: Callable[[Any], Any]
+    # A value of the right type may still be out of bounds: then "expected <expected> <bounds>".
+    in_range: Callable[[Any], bool] = _any
+    bounds: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        if not self.accepts(value):
+            return f"expected {self.expected}"
+        if not self.in_range(value):
+            return f"expected {self.expected} {self.bounds}"
+        return None
 
 
 def _same(value: Any) -> Any:
@@ -67,19 +104,31 @@ def _same(value: Any) -> Any:
 
 STR = Spelling("a string", lambda v: isinstance(v, str), _same, _same)
 BOOL = Spelling("true or false", lambda v: isinstance(v, bool), _same, _same)
-INT = Spelling("an integer", _is_int, _same, _same)
-INT_OR_NULL = Spelling("an integer or null", lambda v: v is None or _is_int(v), _same, _same)
+_INT_BOUNDS = f"from {INT_MIN} to {INT_MAX}"
+INT = Spelling("an integer", _is_int, _same, _same, _int_in_range, _INT_BOUNDS)
+INT_OR_NULL = Spelling(
+    "an integer or null",
+    lambda v: v is None or _is_int(v),
+    _same,
+    _same,
+    _int_in_range,
+    _INT_BOUNDS,
+)
 NUMBER = Spelling(
     "a number",
-    lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    _is_number,
     _number_to_doc,
     float,
+    _number_in_range,
+    "(finite, from -1e9 to 1e9)",
 )
 STATUSES = Spelling(
     "a list of status codes, e.g. [502, 503]",
     lambda v: isinstance(v, list) and all(_is_int(item) for item in v),
-    lambda csv: [int(item) for item in split_csv(csv) if item.isdigit()],
+    lambda csv: [int(item) for item in split_csv(csv) if item.isascii() and item.isdigit()],
     lambda items: ", ".join(str(item) for item in items),
+    _statuses_in_range,
+    _INT_BOUNDS,
 )
 NAMES = Spelling(
     "a list of strings",
@@ -413,12 +462,12 @@ def _spelling_errors(
                 spelling = spellings.get(f"{key}.{leaf}")
                 if spelling is None:
                     errors.append(f"{path}.{key}.{leaf}: unknown field")
-                elif not spelling.accepts(leaf_value):
-                    errors.append(f"{path}.{key}.{leaf}: expected {spelling.expected}")
+                elif problem := spelling.problem(leaf_value):
+                    errors.append(f"{path}.{key}.{leaf}: {problem}")
         elif key not in spellings:
             errors.append(f"{path}.{key}: unknown field")
-        elif not spellings[key].accepts(value):
-            errors.append(f"{path}.{key}: expected {spellings[key].expected}")
+        elif problem := spellings[key].problem(value):
+            errors.append(f"{path}.{key}: {problem}")
     for key in required:
         if key not in item:
             errors.append(f"{path}.{key}: required")

@@ -148,7 +148,7 @@ class HistoryView(ManagementApi, ListAPIView):
         if target := params.get("object"):
             by_name = "name" in {f.name for f in history.tracked_fields}
             match = models.Q(name=target) if by_name else models.Q(pk__in=[])
-            if target.isdigit():
+            if target.isascii() and target.isdigit() and len(target) <= 18:
                 match |= models.Q(id=int(target))
             queryset = queryset.filter(match)
         if params.get("user"):

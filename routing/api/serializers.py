@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
+from rest_framework.exceptions import PermissionDenied
 
 from accounts.models import ApiKey, User
 from accounts.services import api_key_issue
@@ -49,6 +50,19 @@ def full_clean(instance: Any, names: dict[str, str] | None = None, prefix: str =
             key = "non_field_errors" if field == "__all__" else names.get(field, field)
             errors[f"{prefix}{key}"] = messages
         raise serializers.ValidationError(errors) from None
+
+
+def require_perms(serializer: serializers.Serializer, model: type[Any], actions: set[str]) -> None:
+    """A nested write changes related rows: the caller needs those rows' own permissions, as in
+    the admin's inlines (403 otherwise)."""
+    request = serializer.context.get("request")
+    user = getattr(request, "user", None)
+    meta = model._meta
+    wanted = [f"{meta.app_label}.{action}_{meta.model_name}" for action in sorted(actions)]
+    if wanted and not (user is not None and user.has_perms(wanted)):
+        raise PermissionDenied(
+            f"Changing these {meta.verbose_name_plural} needs the permissions {', '.join(wanted)}."
+        )
 
 
 class CsvListField(serializers.ListField):
@@ -148,6 +162,7 @@ class ServiceSerializer(CleanModelSerializer):
             urls = [target["url"] for target in related["targets"]]
             if len(set(urls)) != len(urls):
                 raise serializers.ValidationError({"targets": "A target URL is listed twice."})
+            require_perms(self, Target, self._target_actions(service, related["targets"]))
             serving = any(target.get("enabled", True) for target in related["targets"])
         else:
             serving = service.pk is not None and service.targets.filter(enabled=True).exists()
@@ -158,6 +173,21 @@ class ServiceSerializer(CleanModelSerializer):
         )
         if problem:
             raise serializers.ValidationError({"targets": problem})
+
+    @staticmethod
+    def _target_actions(service: Service, wanted: list[dict[str, Any]]) -> set[str]:
+        """What writing `targets` does to the service's Target rows: add, change, delete."""
+        existing = {t.url: t for t in service.targets.all()} if service.pk else {}
+        actions: set[str] = set()
+        for data in wanted:
+            target = existing.pop(data["url"], None)
+            if target is None:
+                actions.add("add")
+            elif any(getattr(target, name) != value for name, value in data.items()):
+                actions.add("change")
+        if existing:
+            actions.add("delete")
+        return actions
 
     def save_related(self, service: Service, related: dict[str, Any]) -> None:
         if "targets" not in related:
@@ -280,6 +310,20 @@ class RouteSerializer(CleanModelSerializer):
         problem = route_service_problem(route_enabled=route.enabled, service=route.service)
         if problem:
             raise serializers.ValidationError({"service": problem})
+        if "tiers_by_role" in related:
+            wanted: dict[Group, RateLimitTier] = related["tiers_by_role"]
+            existing = (
+                {o.role_id: o.tier_id for o in route.tier_overrides.all()} if route.pk else {}
+            )
+            actions: set[str] = set()
+            for role, tier in wanted.items():
+                if role.pk not in existing:
+                    actions.add("add")
+                elif existing.pop(role.pk) != tier.pk:
+                    actions.add("change")
+            if existing:
+                actions.add("delete")
+            require_perms(self, RouteTierOverride, actions)
 
     def save_related(self, route: Route, related: dict[str, Any]) -> None:
         if "tiers_by_role" not in related:
@@ -334,6 +378,22 @@ class ApiKeySerializer(serializers.ModelSerializer):
         else:
             data["key"] = secret
         return data
+
+    def validate_owner(self, owner: User) -> User:
+        """A key acts as its owner: only a superuser, or who may change users, names another
+        owner (otherwise anyone with add_apikey could mint a superuser's key)."""
+        caller = self.context["request"].user
+        if (
+            self.instance is None
+            and owner.pk != caller.pk
+            and not (caller.is_superuser or caller.has_perm("accounts.change_user"))
+        ):
+            raise PermissionDenied(
+                "Only a superuser, or a user who may change users, creates a key for another "
+                "owner; leave out owner to create your own.",
+                code="owner_forbidden",
+            )
+        return owner
 
     def create(self, validated_data: dict[str, Any]) -> ApiKey:
         owner = validated_data.get("owner") or self.context["request"].user

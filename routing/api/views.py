@@ -75,7 +75,7 @@ def query_datetime(request: Request, name: str, *, end_of_day: bool = False) -> 
             moment = datetime.combine(
                 day, datetime.max.time() if end_of_day else datetime.min.time()
             )
-    except ValueError:
+    except (ValueError, OverflowError):
         moment = None
     if moment is None:
         raise ValidationError({name: "Use an ISO date or date-time, e.g. 2026-01-31T12:00:00Z."})
@@ -253,7 +253,8 @@ class AuditEntryViewSet(ETagged, ManagementApi, viewsets.ReadOnlyModelViewSet):
             if params.get(param):
                 queryset = queryset.filter(**{param: params[param]})
         if params.get("status"):
-            if not params["status"].isdigit():
+            raw = params["status"]
+            if not (raw.isascii() and raw.isdigit() and len(raw) <= 3):
                 raise ValidationError({"status": "Use an HTTP status, e.g. 403."})
             queryset = queryset.filter(status=int(params["status"]))
         if caller := params.get("caller"):

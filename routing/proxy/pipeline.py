@@ -23,7 +23,7 @@ from routing.proxy.context import ClientGone, GatewayError, GatewayResponse, Req
 from routing.proxy.errors import error_response
 from routing.proxy.stages import record
 from routing.proxy.stages.access import authorize
-from routing.proxy.stages.audit import audit_close, audit_deny, audit_open
+from routing.proxy.stages.audit import audit_close, audit_close_soon, audit_deny, audit_open
 from routing.proxy.stages.forward import forward
 from routing.proxy.stages.framing import check_framing
 from routing.proxy.stages.identity import authenticate
@@ -68,6 +68,7 @@ async def run(ctx: RequestContext) -> GatewayResponse:
             await audit_close(ctx, response.error_code)
     except BaseException:  # cancelled (the server is cutting it): there is nothing to finish
         record.abandoned()
+        audit_close_soon(ctx, "client_closed_request")
         raise
     return response
 

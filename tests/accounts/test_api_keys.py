@@ -6,7 +6,8 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
+from django.contrib.auth.models import Group, Permission
+from django.test import Client
 from django.utils import timezone
 
 from accounts.models import ApiKey, User
@@ -135,6 +136,7 @@ def test_the_admin_shows_a_new_key_once_and_never_its_hash(admin_client, partner
     )
 
     api_key = ApiKey.objects.get(name="from-admin")
+    assert api_key.owner == partner  # a superuser issues keys for anyone
     shown = [str(m) for m in response.context["messages"]]
     assert any(f"ptr_{api_key.prefix}." in message for message in shown)
     listing = admin_client.get("/admin/accounts/apikey/").content.decode()
@@ -153,3 +155,48 @@ def test_the_admin_revokes_selected_keys(admin_client, partner):
     )
 
     assert ApiKey.objects.get(pk=api_key.pk).revoked_at is not None
+
+
+def staff_with(*codenames: str) -> Client:
+    """The admin, signed in as a staff user holding only these accounts permissions."""
+    clerk = User.objects.create_user("clerk", email="clerk@example.com", password="x")
+    clerk.is_staff = True
+    clerk.save()
+    clerk.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="accounts", codename__in=codenames)
+    )
+    browser = Client()
+    browser.force_login(clerk)
+    return browser
+
+
+API_KEY_PERMISSIONS = ("add_apikey", "change_apikey", "view_apikey")
+
+
+def test_staff_with_only_api_key_permissions_issue_keys_for_themselves_only():
+    # A key acts as its owner: one issued for a superuser would be a superuser's key.
+    root = User.objects.create_superuser("root", email="root@example.com", password="x")
+    browser = staff_with(*API_KEY_PERMISSIONS)
+
+    form = browser.get("/admin/accounts/apikey/add/")
+    assert form.status_code == 200
+    assert 'name="owner"' not in form.content.decode()
+    response = browser.post(
+        "/admin/accounts/apikey/add/", {"owner": root.pk, "name": "escalate"}, follow=True
+    )
+
+    assert response.status_code == 200
+    api_key = ApiKey.objects.get(name="escalate")
+    assert api_key.owner.username == "clerk"
+    assert not ApiKey.objects.filter(owner=root).exists()
+    shown = [str(m) for m in response.context["messages"]]
+    assert any(f"ptr_{api_key.prefix}." in message for message in shown)
+
+
+def test_staff_who_may_change_users_choose_a_keys_owner(partner):
+    browser = staff_with(*API_KEY_PERMISSIONS, "change_user", "view_user")
+
+    assert 'name="owner"' in browser.get("/admin/accounts/apikey/add/").content.decode()
+    browser.post("/admin/accounts/apikey/add/", {"owner": partner.pk, "name": "for-partner"})
+
+    assert ApiKey.objects.get(name="for-partner").owner == partner

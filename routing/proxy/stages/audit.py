@@ -32,7 +32,7 @@ from audit.models import AuditEntry
 from routing.observe.redaction import redact_path, redact_query
 from routing.proxy.context import GatewayError, RequestContext
 
-__all__ = ["audit_close", "audit_deny", "audit_open", "is_audited"]
+__all__ = ["audit_close", "audit_close_soon", "audit_deny", "audit_open", "is_audited"]
 
 logger = logging.getLogger("portier.audit")
 
@@ -127,12 +127,24 @@ async def audit_close(ctx: RequestContext, error_code: str | None) -> None:
         logger.exception("audit row %s could not be completed", ctx.audit_id)
 
 
+def audit_close_soon(ctx: RequestContext, error_code: str) -> None:
+    """Complete the allowed row of a request cancelled before its answer (a shutdown cutting
+    it), in a task of its own: the cancelled one can await nothing more. Best effort, as the
+    loop may be ending; the row itself is already safe."""
+    if ctx.audit_id is None or ctx.audit_closed:
+        return
+    ctx.status = ctx.status or 499
+    task = asyncio.ensure_future(audit_close(ctx, error_code))
+    _late_fixes.add(task)
+    task.add_done_callback(_late_fixes.discard)
+
+
 async def _bounded_insert(fields: dict[str, Any]) -> int:
     """The new row's id, or an exception; TimeoutError after PORTIER_AUDIT_WRITE_TIMEOUT."""
     write = asyncio.ensure_future(sync_to_async(_insert, thread_sensitive=False)(fields))
     try:
         return await asyncio.wait_for(asyncio.shield(write), settings.PORTIER_AUDIT_WRITE_TIMEOUT)
-    except TimeoutError:
+    except BaseException:  # timed out, or cancelled (a shutdown cutting the request)
         write.add_done_callback(_refused_late)
         raise
 

@@ -396,6 +396,34 @@ BAD_DOCUMENTS = {
         "api_keys[0].secret: unknown field",
     ),
     "a missing version": (lambda d: d.pop("version"), "version: required"),
+    "a NaN timeout": (
+        lambda d: d["services"][0].update(timeouts={"total": float("nan")}),
+        "services[0].timeouts.total: expected a number (finite, from -1e9 to 1e9)",
+    ),
+    "an infinite timeout": (
+        lambda d: d["services"][0].update(timeouts={"read": float("inf")}),
+        "services[0].timeouts.read: expected a number (finite",
+    ),
+    "a huge number": (
+        lambda d: d["services"][0].update(health={"interval": 10**300}),
+        "services[0].health.interval: expected a number (finite",
+    ),
+    "a 300-digit integer": (
+        lambda d: d["services"][0].update(retries=10**300),
+        "services[0].retries: expected an integer from -2147483648 to 2147483647",
+    ),
+    "an integer just past 32 bits": (
+        lambda d: d["routes"][0].update(priority=2**31),
+        "routes[0].priority: expected an integer from",
+    ),
+    "a huge target weight": (
+        lambda d: d["services"][0]["targets"][0].update(weight=10**30),
+        "services[0].targets[0].weight: expected an integer from",
+    ),
+    "a huge status code": (
+        lambda d: d["services"][0].update(retry_statuses=[502, 10**40]),
+        "services[0].retry_statuses: expected a list of status codes",
+    ),
 }
 
 

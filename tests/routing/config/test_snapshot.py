@@ -298,7 +298,7 @@ def test_a_starting_process_waits_for_the_build_under_way(empty_key_space, monke
 
     threading.Thread(target=other_process_builds).start()
     holder = SnapshotHolder()
-    monkeypatch.setattr(holder, "_run", lambda: None)  # no refresher thread
+    monkeypatch.setattr(holder, "_run", lambda stop: None)  # no refresher thread
 
     holder.start()
 

@@ -197,3 +197,22 @@ def test_under_200_concurrent_requests_every_request_has_its_row(client, upstrea
     assert statuses == Counter({200: 200})
     assert AuditEntry.objects.count() == 200
     assert AuditEntry.objects.values("request_id").distinct().count() == 200
+
+
+def test_a_long_method_and_many_roles_are_recorded_whole(client, upstream, admin_route):
+    """Any method the parser accepts, and a caller with many roles, still get their row (a
+    column too narrow for them would refuse the request as audit_unavailable)."""
+    roles = ["admin", *(f"team-{n:03d}-with-a-long-role-name" for n in range(40))]
+
+    unsubscribe = client.request("UNSUBSCRIBE", "/ops/feed")
+    many_roles = client.get("/ops/users", headers=bearer(roles))
+
+    assert unsubscribe.status_code == 401
+    assert many_roles.status_code == 200
+    first, second = completed_rows(2)
+    assert (first.method, first.outcome, first.reason) == (
+        "UNSUBSCRIBE",
+        "denied",
+        "missing_credentials",
+    )
+    assert second.roles == ",".join(sorted(roles))

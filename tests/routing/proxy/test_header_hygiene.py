@@ -279,3 +279,27 @@ def test_a_bad_identity_header_prefix_stops_the_start(value):
 
     assert result.returncode != 0
     assert "PORTIER_IDENTITY_HEADER_PREFIXES" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (b"Authorization: Bearer a.b.c", b"Authorization: Bearer d.e.f"),
+        (b"X-API-Key: ptr_one", b"X-Api-Key: ptr_two"),
+    ],
+)
+def test_a_repeated_credential_header_is_refused_and_never_forwarded(
+    gateway, upstream, first, second
+):
+    service = make_service("credentials-twice", upstream.url)
+    make_route(service, "/twice")
+    publish()
+
+    head = b"\r\n".join(
+        [b"GET /twice/x HTTP/1.1", b"Host: gw.test", first, second, b"Connection: close", b"", b""]
+    )
+    answer = raw_exchange(gateway.url, head)
+
+    assert answer.status == 400
+    assert answer.json()["error"]["code"] == "bad_request"
+    assert received(upstream) == []
