@@ -8,14 +8,25 @@ and the diff all speak the same vocabulary (docs/configuration.md).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import models
 
-from routing.models import RateLimitTier, RolePolicy, Route, Service, Target, split_csv
+from routing.api.document_spellings import (
+    BOOL,
+    HEADERS,
+    INT,
+    INT_OR_NULL,
+    NAMES,
+    NUMBER,
+    STATUSES,
+    STR,
+    Spelling,
+    as_is,
+)
+from routing.models import RateLimitTier, RolePolicy, Route, Service, Target
 
 __all__ = [
     "KINDS",
@@ -40,108 +51,6 @@ class DocumentInvalid(Exception):
     def __init__(self, errors: list[str]) -> None:
         super().__init__("\n".join(errors))
         self.errors = errors
-
-
-# --- Value spellings: (type check, model -> document, document -> model) -----------------
-
-
-def _number_to_doc(value: float) -> int | float:
-    """2.0 is written 2: the document reads as a person would write it, and stays stable."""
-    return int(value) if float(value).is_integer() else float(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-# Integers fit a 32-bit column and numbers (seconds) stay finite and sane: a NaN timeout or a
-# 300-digit integer would otherwise pass the check and fail every request, or the save itself.
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
-NUMBER_MAX = 1e9
-
-
-def _int_in_range(value: Any) -> bool:
-    return value is None or INT_MIN <= value <= INT_MAX
-
-
-def _number_in_range(value: Any) -> bool:
-    return math.isfinite(value) and -NUMBER_MAX <= value <= NUMBER_MAX
-
-
-def _statuses_in_range(value: Any) -> bool:
-    return all(INT_MIN <= item <= INT_MAX for item in value)
-
-
-def _any(value: Any) -> bool:
-    return True
-
-
-@dataclass(frozen=True)
-class Spelling:
-    expected: str  # says what was expected in an error message
-    accepts: Callable[[Any], bool]
-    to_doc: Callable[[Any], Any]
-    to_model: Callable[[Any], Any]
-    # A value of the right type may still be out of bounds: then "expected <expected> <bounds>".
-    in_range: Callable[[Any], bool] = _any
-    bounds: str = ""
-
-    def problem(self, value: Any) -> str | None:
-        if not self.accepts(value):
-            return f"expected {self.expected}"
-        if not self.in_range(value):
-            return f"expected {self.expected} {self.bounds}"
-        return None
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-STR = Spelling("a string", lambda v: isinstance(v, str), _same, _same)
-BOOL = Spelling("true or false", lambda v: isinstance(v, bool), _same, _same)
-_INT_BOUNDS = f"from {INT_MIN} to {INT_MAX}"
-INT = Spelling("an integer", _is_int, _same, _same, _int_in_range, _INT_BOUNDS)
-INT_OR_NULL = Spelling(
-    "an integer or null",
-    lambda v: v is None or _is_int(v),
-    _same,
-    _same,
-    _int_in_range,
-    _INT_BOUNDS,
-)
-NUMBER = Spelling(
-    "a number",
-    _is_number,
-    _number_to_doc,
-    float,
-    _number_in_range,
-    "(finite, from -1e9 to 1e9)",
-)
-STATUSES = Spelling(
-    "a list of status codes, e.g. [502, 503]",
-    lambda v: isinstance(v, list) and all(_is_int(item) for item in v),
-    lambda csv: [int(item) for item in split_csv(csv) if item.isascii() and item.isdigit()],
-    lambda items: ", ".join(str(item) for item in items),
-    _statuses_in_range,
-    _INT_BOUNDS,
-)
-NAMES = Spelling(
-    "a list of strings",
-    lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
-    split_csv,
-    lambda items: ", ".join(items),
-)
-HEADERS = Spelling(
-    "a mapping of header name to value (quote values such as '2')",
-    lambda v: isinstance(v, dict) and all(isinstance(x, str) for kv in v.items() for x in kv),
-    lambda value: dict(sorted(value.items())) if isinstance(value, dict) else value,
-    lambda value: dict(value),
-)
 
 
 @dataclass(frozen=True)
@@ -213,7 +122,7 @@ SERVICES = Kind(
         Field("allow_registration", "allow_registration", BOOL),
     ),
     relations={
-        "targets": Spelling("a list of targets", lambda v: isinstance(v, list), _same, _same)
+        "targets": Spelling("a list of targets", lambda v: isinstance(v, list), as_is, as_is)
     },
     required=("name",),
     order=(
@@ -258,7 +167,7 @@ TIERS = Kind(
     order=("name", "rate", "key", "header_name", "per_method", "description"),
 )
 
-_NAME_OR_NULL = Spelling("a name or null", lambda v: v is None or isinstance(v, str), _same, _same)
+_NAME_OR_NULL = Spelling("a name or null", lambda v: v is None or isinstance(v, str), as_is, as_is)
 
 ROUTES = Kind(
     section="routes",
@@ -289,8 +198,8 @@ ROUTES = Kind(
             lambda v: (
                 isinstance(v, dict) and all(isinstance(x, str) for kv in v.items() for x in kv)
             ),
-            _same,
-            _same,
+            as_is,
+            as_is,
         ),
     },
     required=("name", "service", "path"),
@@ -327,8 +236,8 @@ API_KEY_KEYS = {
     "expires_at": Spelling(
         "a date-time or null",
         lambda v: v is None or isinstance(v, str) or hasattr(v, "isoformat"),
-        _same,
-        _same,
+        as_is,
+        as_is,
     ),
     "revoked": BOOL,
 }
