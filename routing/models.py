@@ -17,6 +17,8 @@ from django.db import models
 from django.utils.html import escape
 from simple_history.models import HistoricalRecords
 
+from routing.config.edge import cors_errors, ip_list_errors, security_errors
+from routing.config.transforms import template_groups, transform_errors
 from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
 from routing.validators import validate_upstream_url
 
@@ -374,6 +376,55 @@ class Route(models.Model):
         help_text="Largest request body in bytes (else 413); empty = PORTIER_MAX_BODY_BYTES "
         "(10 MiB by default).",
     )
+    transform = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='What the upstream receives and the client gets back, e.g. {"request": '
+        '{"headers": {"set": {"X-Tenant": "acme"}, "remove": ["X-Debug"]}, "query": {"rename": '
+        '{"q": "search"}}, "body": {"set": {"source": "gateway"}}}, "response": {"headers": '
+        '{"remove": ["X-Internal"]}}}. Values may use $user_id, $email, $roles, $request_id, '
+        "$client_ip, $route and a regex route's named groups as $path.NAME.",
+    )
+    cors = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Empty: the gateway-wide CORS setting. false: no CORS on this route. Or this "
+        'route\'s own, e.g. {"origins": ["https://app.example.com"], "origin_patterns": '
+        '["https://*.example.com"], "credentials": true, "max_age": 600}.',
+    )
+    security_headers = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Empty: the gateway-wide security headers. Or keys laid over them, e.g. "
+        '{"override": true, "frame_options": "SAMEORIGIN"}.',
+    )
+    https_redirect = models.BooleanField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Send plain-HTTP callers to HTTPS (308; 403 https_required for a request "
+        "with a body). Unknown: the gateway-wide setting.",
+    )
+    compression = models.BooleanField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Gzip or brotli answers the upstream did not compress. Unknown: the "
+        "gateway-wide setting.",
+    )
+    ip_allow = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Only these client addresses or networks may call the route, e.g. "
+        '["10.0.0.0/8"]; empty = any (403 ip_forbidden otherwise).',
+    )
+    ip_deny = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="These client addresses or networks may not call the route (checked first).",
+    )
     role_policy = models.ForeignKey(
         RolePolicy,
         on_delete=models.PROTECT,
@@ -427,8 +478,35 @@ class Route(models.Model):
             errors.update(self._clean_regex())
         else:
             errors.update(self._clean_plain_path())
+        errors.update(self._clean_edge())
         if errors:
             raise ValidationError(errors)
+
+    def _clean_edge(self) -> dict[str, str]:
+        problems = {
+            "transform": transform_errors(
+                self.transform, settings.PORTIER_IDENTITY_HEADER_PREFIXES
+            ),
+            "cors": cors_errors(self.cors, route=True),
+            "security_headers": security_errors(self.security_headers),
+            "ip_allow": ip_list_errors(self.ip_allow),
+            "ip_deny": ip_list_errors(self.ip_deny),
+        }
+        if not problems["transform"]:
+            groups = set(template_groups(self.transform))
+            known: set[str] = set()
+            if self.match_type == self.MatchType.REGEX:
+                try:
+                    known = set(re.compile(self.path).groupindex)
+                except re.error:
+                    known = groups
+            problems["transform"] = [
+                f"$path.{group}: the route's path has no named group {group!r}"
+                + ("" if self.match_type == self.MatchType.REGEX else " (only regex routes do)")
+                + "."
+                for group in sorted(groups - known)
+            ]
+        return {field: " ".join(lines) for field, lines in problems.items() if lines}
 
     def _clean_regex(self) -> dict[str, str]:
         try:
@@ -474,6 +552,79 @@ class Route(models.Model):
         if self.rewrite and not self.rewrite.startswith("/"):
             return {"rewrite": "A rewrite path starts with /."}
         return {}
+
+
+class GatewayDefaults(models.Model):
+    """The gateway-wide edge settings (one row): what every route does unless it says otherwise,
+    and what the gateway's own endpoints (/auth/, the management API, /api-docs) and requests
+    that match no route get. routing.config.edge describes each block."""
+
+    cors = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text='Empty: no CORS. Or e.g. {"origins": ["https://app.example.com"], '
+        '"origin_patterns": ["https://*.example.com"], "methods": ["GET", "POST"], "headers": '
+        '["Authorization", "Content-Type"], "expose_headers": ["X-Request-ID"], "credentials": '
+        'true, "max_age": 600}.',
+    )
+    security_headers = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Keys laid over the built-in set (nosniff, X-Frame-Options DENY, Referrer-Policy "
+        "no-referrer, Cross-Origin-Resource-Policy same-origin, HSTS for a year over HTTPS, "
+        'Server and X-Powered-By dropped), e.g. {"hsts_max_age": 0} or {"enabled": false}.',
+    )
+    https_redirect = models.BooleanField(
+        default=False,
+        help_text="Send plain-HTTP callers to HTTPS (the scheme as seen through "
+        "PORTIER_TRUSTED_PROXIES' X-Forwarded-Proto).",
+    )
+    compression = models.BooleanField(
+        default=False,
+        help_text="Gzip (or brotli) compressible answers the upstream did not compress, when "
+        "the client accepts it.",
+    )
+    compression_min_bytes = models.PositiveIntegerField(
+        default=1024, help_text="Answers declaring a smaller Content-Length are sent as they are."
+    )
+
+    history = HistoricalRecords(
+        app="audit",
+        verbose_name="gateway defaults change",
+        verbose_name_plural="gateway defaults changes",
+    )
+
+    class Meta:
+        verbose_name = "gateway defaults"
+        verbose_name_plural = "gateway defaults"
+
+    def __str__(self) -> str:
+        return "Gateway defaults"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        self.pk = 1  # there is only ever one
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def current(cls) -> GatewayDefaults:
+        """The one row, or (never saved) the built-in values, unsaved: reading writes nothing."""
+        return cls.objects.filter(pk=1).first() or cls(pk=1)
+
+    @classmethod
+    def load(cls) -> GatewayDefaults:
+        """The one row for editing, made with the built-in values the first time."""
+        defaults, _ = cls.objects.get_or_create(pk=1)
+        return defaults
+
+    def clean(self) -> None:
+        problems = {
+            "cors": cors_errors(self.cors, route=False),
+            "security_headers": security_errors(self.security_headers),
+        }
+        errors = {field: " ".join(lines) for field, lines in problems.items() if lines}
+        if errors:
+            raise ValidationError(errors)
 
 
 class RouteTierOverride(models.Model):

@@ -33,6 +33,7 @@ def publish_on_commit(sender: Any = None, using: str | None = None, **kwargs: An
 
 def connect() -> None:
     from routing.models import (
+        GatewayDefaults,
         RateLimitTier,
         RolePolicy,
         Route,
@@ -41,7 +42,15 @@ def connect() -> None:
         Target,
     )
 
-    for model in (Service, Target, Route, RolePolicy, RateLimitTier, RouteTierOverride):
+    for model in (
+        Service,
+        Target,
+        Route,
+        RolePolicy,
+        RateLimitTier,
+        RouteTierOverride,
+        GatewayDefaults,
+    ):
         name = model.__name__
         post_save.connect(publish_on_commit, sender=model, dispatch_uid=f"publish-save-{name}")
         post_delete.connect(publish_on_commit, sender=model, dispatch_uid=f"publish-del-{name}")

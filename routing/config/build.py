@@ -16,8 +16,9 @@ __all__ = ["snapshot_build"]
 
 
 def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
-    """Read every enabled route with its service, targets, policy and tier into plain data."""
-    from routing.models import Route, Service
+    """Read every enabled route with its service, targets, policy and tier, and the gateway-wide
+    defaults, into plain data."""
+    from routing.models import GatewayDefaults, Route, Service
 
     services = [
         {
@@ -53,6 +54,7 @@ def snapshot_build(version: int, token: str = "") -> dict[str, Any]:
         "version": version,
         "token": token,
         "built_at": time.time(),
+        "defaults": _row(GatewayDefaults.current()),
         "services": services,
         "routes": routes,
     }

@@ -14,7 +14,11 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, TypeVar
 
+from django.conf import settings
+
+from routing.config.edge import compile_cors, compile_ip_rules, compile_security
 from routing.config.spec import (
+    EdgeSpec,
     HealthCheckSpec,
     PolicySpec,
     RouteSpec,
@@ -23,6 +27,7 @@ from routing.config.spec import (
     TierSpec,
     compile_target,
 )
+from routing.config.transforms import compile_transform
 
 __all__ = ["snapshot_compile", "spec_from"]
 
@@ -70,10 +75,18 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
         except Exception as exc:
             # Its routes are skipped too (their service is missing), and reported one by one.
             logger.error("service %s skipped from snapshot: %r", _entry_name(s, position), exc)
+    defaults = data.get("defaults") or {}
+    try:
+        edge = _gateway_edge(defaults)
+    except Exception as exc:
+        # Validation keeps this from happening; served without them rather than not at all.
+        logger.error("gateway-wide edge defaults skipped from snapshot: %r", exc)
+        defaults, edge = {}, EdgeSpec(security=compile_security())
+        skipped.append("gateway defaults")
     routes: list[RouteSpec] = []
     for position, r in enumerate(data["routes"], start=1):
         try:
-            routes.append(_compile_route(r, services))
+            routes.append(_compile_route(r, services, defaults, edge))
         except Exception as exc:
             skipped.append(_entry_name(r, position))
             logger.error("route %s skipped from snapshot: %r", skipped[-1], exc)
@@ -86,6 +99,7 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
         routes=tuple(routes),
         services={s.name: s for s in services.values()},
         skipped=tuple(skipped),
+        edge=edge,
     )
 
 
@@ -143,7 +157,44 @@ def _methods(names: list[str]) -> frozenset[str]:
     return frozenset(methods)
 
 
-def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> RouteSpec:
+def _gateway_edge(defaults: dict[str, Any]) -> EdgeSpec:
+    return EdgeSpec(
+        cors=compile_cors(defaults.get("cors")),
+        security=compile_security(defaults.get("security_headers")),
+        https_redirect=bool(defaults.get("https_redirect", False)),
+        compression_min_bytes=_compression(defaults.get("compression", False), defaults),
+    )
+
+
+def _compression(on: Any, defaults: dict[str, Any]) -> int:
+    """The smallest answer compressed, 0 for none (a Content-Length of 0 is never compressed)."""
+    return max(1, int(defaults.get("compression_min_bytes", 1024))) if on else 0
+
+
+def _route_edge(r: dict[str, Any], defaults: dict[str, Any], gateway: EdgeSpec) -> EdgeSpec:
+    """A route's edge options, each its own where set, else the gateway-wide one."""
+    cors = r.get("cors")
+    security = r.get("security_headers")
+    redirect, compression = r.get("https_redirect"), r.get("compression")
+    return EdgeSpec(
+        cors=gateway.cors if cors is None else compile_cors(cors, route=True),
+        security=gateway.security
+        if security is None
+        else compile_security(defaults.get("security_headers"), security),
+        https_redirect=gateway.https_redirect if redirect is None else bool(redirect),
+        compression_min_bytes=gateway.compression_min_bytes
+        if compression is None
+        else _compression(compression, defaults),
+        ip_rules=compile_ip_rules(r.get("ip_allow"), r.get("ip_deny")),
+    )
+
+
+def _compile_route(
+    r: dict[str, Any],
+    services: dict[int, ServiceSpec],
+    defaults: dict[str, Any],
+    gateway: EdgeSpec,
+) -> RouteSpec:
     policy, tier = r.get("policy"), r.get("tier")
     path, match_type = r["path"], r["match_type"]
     # What Route.clean guarantees, checked again: an unknown match type would be served as a
@@ -167,4 +218,6 @@ def _compile_route(r: dict[str, Any], services: dict[int, ServiceSpec]) -> Route
         tier_overrides=tuple(
             (o["role"], _compile_tier(o["tier"])) for o in r.get("tier_overrides", ())
         ),
+        edge=_route_edge(r, defaults, gateway),
+        transform=compile_transform(r.get("transform"), settings.PORTIER_IDENTITY_HEADER_PREFIXES),
     )

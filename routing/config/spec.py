@@ -15,8 +15,12 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from routing.config.edge import CorsSpec, IpRules, SecuritySpec, compile_security
+from routing.config.transforms import TransformSpec
+
 __all__ = [
     "EMPTY",
+    "EdgeSpec",
     "HealthCheckSpec",
     "PolicySpec",
     "RouteSpec",
@@ -91,6 +95,18 @@ class TierSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class EdgeSpec:
+    """What the answer's way out and the checks before authentication apply (routing.proxy.
+    stages.edge): a route's own, resolved over the gateway-wide defaults when compiled."""
+
+    cors: CorsSpec | None = None
+    security: SecuritySpec | None = None
+    https_redirect: bool = False
+    compression_min_bytes: int = 0  # 0 = no compression
+    ip_rules: IpRules | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSpec:
     id: int
     name: str
@@ -113,6 +129,8 @@ class RouteSpec:
     retry_unsafe_methods: bool = False
     stream_uploads: bool = False  # chunked bodies streamed, never buffered into a Content-Length
     max_body_bytes: int = 0  # 0 = the global PORTIER_MAX_BODY_BYTES
+    edge: EdgeSpec = EdgeSpec()
+    transform: TransformSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,9 +141,13 @@ class Snapshot:
     routes: tuple[RouteSpec, ...]
     services: dict[str, ServiceSpec] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()
+    edge: EdgeSpec = EdgeSpec()  # the gateway-wide defaults: for answers no route owns
 
 
-EMPTY = Snapshot(version=0, token="", built_at=0.0, routes=())
+# Before the first configuration arrives: no routes, the built-in security headers.
+EMPTY = Snapshot(
+    version=0, token="", built_at=0.0, routes=(), edge=EdgeSpec(security=compile_security())
+)
 
 
 def compile_target(service: str, url: str, weight: int, instance_id: str = "") -> TargetSpec:

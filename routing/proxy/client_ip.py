@@ -14,7 +14,7 @@ from functools import lru_cache
 
 from django.conf import settings
 
-__all__ = ["address_in", "is_trusted_proxy", "resolve_client_ip"]
+__all__ = ["address_in", "client_scheme", "is_trusted_proxy", "resolve_client_ip"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -64,3 +64,12 @@ def _peer_trusted(peer: str, spec: tuple[str, ...]) -> bool:
 def address_in(address: str, cidrs: list[str]) -> bool:
     """Is the address inside one of the networks (CIDR strings)?"""
     return _trusted(address, _networks(tuple(cidrs)))
+
+
+def client_scheme(scheme: str, peer: str, forwarded_proto: bytes | None) -> str:
+    """The scheme the client used: the server's, or a trusted proxy's X-Forwarded-Proto (its
+    first value: the scheme the outermost proxy saw)."""
+    if forwarded_proto is None or not is_trusted_proxy(peer):
+        return scheme
+    first = forwarded_proto.split(b",", 1)[0].strip().lower()
+    return first.decode("ascii") if first in (b"http", b"https") else scheme

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from routing.config.spec import RouteSpec, Snapshot, TargetSpec
 
 __all__ = [
+    "Answered",
     "ClientGone",
     "GatewayError",
     "GatewayResponse",
@@ -52,6 +53,15 @@ class ClientGone(Exception):
     Not a failure of the upstream: the target's health is left alone and the request is
     recorded as 499, the code NGINX uses for a request its client closed.
     """
+
+
+class Answered(Exception):
+    """Ends the request early with an answer that is not an error (a CORS preflight, the
+    HTTPS redirect): raised by a stage before the upstream is involved."""
+
+    def __init__(self, response: GatewayResponse) -> None:
+        super().__init__(response.status)
+        self.response = response
 
 
 class GatewayError(Exception):
@@ -102,12 +112,15 @@ class RequestContext:
     response_headers: Headers = field(default_factory=list)  # added to every answer
     upstream_path: str = ""
     upstream_headers: Headers = field(default_factory=list)
+    upstream_query: bytes | None = None  # set by a query transform; else the client's
+    body: bytes | None = None  # the request body once read whole by a body transform
     target: TargetSpec | None = None  # the target that answered
     target_url: str = ""
     status: int = 0
     upstream_status: int | None = None
     bytes_in: int = 0
     bytes_out: int = 0
+    preflight: bool = False  # a CORS preflight the gateway answered itself
     audit_id: int | None = None  # the audit row of this request, once written
     audit_closed: bool = False
     upstream_seconds: float = 0.0

@@ -1,10 +1,13 @@
 """The request's whole life, in order: the one place that says what runs when.
 
-    before      framing, match, authenticate, authorize, limit, transform, open the audit row
+    before      framing, match, admit (IP lists, HTTPS redirect, CORS preflight),
+                authenticate, authorize, limit, transform, open the audit row
     forward     one target of the route's service answers (retries, budget, circuit)
+    on the way  dress the answer: response transform, security and CORS headers, compression
     after       finish: release the upstream, close the audit row, record metrics and the log
     on error    a stage's GatewayError (or a crash, as 500) becomes the standard error body,
-                with the audit row of a denial written first
+                with the audit row of a denial written first; a stage's Answered (a preflight,
+                a redirect) is sent as it is
 
 Each stage is a small async function over the shared RequestContext (routing.proxy.context) that
 may end the request by raising GatewayError. The two entries (routing.proxy.asgi_entry, the
@@ -19,10 +22,18 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from routing.observe import tracing
-from routing.proxy.context import ClientGone, GatewayError, GatewayResponse, RequestContext
+from routing.proxy.context import (
+    Answered,
+    ClientGone,
+    GatewayError,
+    GatewayResponse,
+    RequestContext,
+)
 from routing.proxy.errors import error_response
 from routing.proxy.stages import record
 from routing.proxy.stages.access import authorize
+from routing.proxy.stages.admission import admit
+from routing.proxy.stages.answer import dress
 from routing.proxy.stages.audit import audit_close, audit_close_soon, audit_deny, audit_open
 from routing.proxy.stages.forward import forward
 from routing.proxy.stages.framing import check_framing
@@ -40,6 +51,7 @@ Stage = Callable[[RequestContext], Awaitable[None]]
 BEFORE: tuple[Stage, ...] = (
     check_framing,
     match,
+    admit,
     authenticate,
     authorize,
     limit,
@@ -93,6 +105,8 @@ async def _respond(
         for stage in stages:
             await stage(ctx)
         response = await send(ctx)
+    except Answered as answered:
+        response = answered.response
     except GatewayError as exc:
         response = await _error(ctx, exc)
     except ClientGone:
@@ -109,6 +123,7 @@ async def _respond(
         response = await _error(
             ctx, GatewayError(500, "internal_error", "The gateway failed to handle the request.")
         )
+    response = dress(ctx, response)
     ctx.status = response.status
     return response
 

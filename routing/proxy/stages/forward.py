@@ -183,6 +183,8 @@ async def _request_body(ctx: RequestContext, route: RouteSpec) -> tuple[Body, bo
     """
     service = route.service
     retryable = service.retries > 0 and (ctx.method in IDEMPOTENT or route.retry_unsafe_methods)
+    if ctx.body is not None:  # read and rewritten by a body transform
+        return ctx.body, retryable
     if not ctx.has_body or ctx.receive_body is None:
         return None, retryable
     limit = route.max_body_bytes or settings.PORTIER_MAX_BODY_BYTES
@@ -235,7 +237,8 @@ def _too_large(limit: int) -> GatewayError:
 
 def _raw_path(ctx: RequestContext, target: TargetSpec) -> bytes:
     path = (target.base_path + ctx.upstream_path).encode("ascii")
-    return path + b"?" + ctx.query_string if ctx.query_string else path
+    query = ctx.query_string if ctx.upstream_query is None else ctx.upstream_query
+    return path + b"?" + query if query else path
 
 
 async def _relay(response: httpx.Response, ctx: RequestContext) -> AsyncIterator[bytes]:

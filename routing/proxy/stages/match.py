@@ -3,6 +3,9 @@
 Routes are pre-sorted (priority, then path length); the first route whose host, path, headers and
 method all match wins. A path that matches only with another method gives 405 with Allow.
 
+A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) is matched by the method
+it asks about, so it finds the route the real request will take.
+
 TRACE and CONNECT are allowed only by a route whose method list names them: a route without a
 list (any method) does not. TRACE echoes the request, credentials and cookies included, back to
 whoever can read the answer (cross-site tracing); CONNECT asks the gateway for a tunnel to
@@ -40,6 +43,7 @@ async def match(ctx: RequestContext) -> None:
     if is_reserved_path(ctx.path):  # e.g. /x/../admin/: the gateway's own paths are never proxied
         raise GatewayError(404, "route_not_found", "No route matches this request.")
     ctx.host = _host_of(ctx)
+    method = _method_of(ctx)
     allowed: set[str] = set()
     for route in ctx.snapshot.routes:
         if route.hosts and not _host_matches(ctx.host, route.hosts):
@@ -50,10 +54,10 @@ async def match(ctx: RequestContext) -> None:
         if route.header_matches and not _headers_match(ctx, route):
             continue
         if route.methods:
-            if ctx.method not in route.methods:
+            if method not in route.methods:
                 allowed |= route.methods
                 continue
-        elif ctx.method in _EXPLICIT_ONLY:
+        elif method in _EXPLICIT_ONLY:
             allowed |= _ANY_METHOD
             continue
         ctx.route = route
@@ -62,6 +66,17 @@ async def match(ctx: RequestContext) -> None:
     if allowed:
         raise _not_allowed(ctx.method, allowed)
     raise GatewayError(404, "route_not_found", "No route matches this request.")
+
+
+def _method_of(ctx: RequestContext) -> str:
+    """The method a route must allow: a CORS preflight's is the one it asks about, so the route
+    that will serve the real request is the one that answers it (stages/admission.py)."""
+    if ctx.method != "OPTIONS" or ctx.header(b"origin") is None:
+        return ctx.method
+    asked = ctx.header(b"access-control-request-method")
+    if asked is None:
+        return ctx.method
+    return asked.decode("latin-1").strip().upper() or ctx.method
 
 
 def _not_allowed(method: str, allowed: set[str] | frozenset[str]) -> GatewayError:

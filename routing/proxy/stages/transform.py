@@ -9,6 +9,12 @@ headers, written after the client's were dropped.
 X-Forwarded-For from a client that is not a trusted proxy is replaced by the socket peer, not
 appended to: an upstream that reads the leftmost address would otherwise take the client's word
 for it. From a trusted proxy the chain is extended, and its X-Forwarded-Proto and -Host kept.
+
+A route's transform rules (routing.config.transforms) then rewrite the client's headers (before
+the gateway's own are written, which no rule may name), the query string, and the top-level
+fields of a JSON body: a body rule reads the body whole, up to PORTIER_TRANSFORM_BODY_BYTES
+(413 past it), and sends the rewritten body with its new Content-Length. Bodies of other types
+pass untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from django.conf import settings
 from routing.config.spec import RouteSpec
 from routing.observe import tracing
 from routing.proxy.client_ip import is_trusted_proxy
-from routing.proxy.context import Headers, RequestContext
+from routing.proxy.context import GatewayError, Headers, RequestContext
 from routing.proxy.headers import (
     ALWAYS_DROPPED,
     HOP_BY_HOP,
@@ -30,6 +36,13 @@ from routing.proxy.headers import (
     PROXY_PREFIXES,
     connection_named,
     identity_prefixes,
+)
+from routing.proxy.rewrite import (
+    is_json,
+    placeholder_values,
+    rewrite_body,
+    rewrite_headers,
+    rewrite_query,
 )
 
 __all__ = ["transform", "upstream_path_for"]
@@ -66,6 +79,17 @@ async def transform(ctx: RequestContext) -> None:
     ctx.upstream_path = upstream_path_for(route, ctx.path, ctx.route_match)
     trusted = is_trusted_proxy(ctx.peer_ip)
     headers, forwarded_for = _client_headers(ctx.headers, route.forward_authorization, trusted)
+    rules = route.transform
+    if rules is not None:
+        value_of = placeholder_values(ctx)
+        if rules.request_headers is not None:
+            headers = rewrite_headers(headers, rules.request_headers, value_of)
+        if rules.query is not None:
+            ctx.upstream_query = rewrite_query(ctx.query_string, rules.query, value_of)
+        if rules.body is not None and ctx.has_body and is_json(ctx.header(b"content-type")):
+            ctx.body = rewrite_body(await _read_body(ctx), rules.body, value_of)
+            headers = [h for h in headers if h[0] != b"content-length"]
+            headers.append((b"content-length", str(len(ctx.body)).encode()))
     chain = b", ".join([*forwarded_for, ctx.peer_ip.encode()]) if ctx.peer_ip else None
     if chain:
         headers.append((b"x-forwarded-for", chain))
@@ -90,6 +114,34 @@ async def transform(ctx: RequestContext) -> None:
     if route.preserve_host and ctx.header(b"host"):
         headers.append((b"host", ctx.header(b"host") or b""))
     ctx.upstream_headers = headers
+
+
+async def _read_body(ctx: RequestContext) -> bytes:
+    """The whole body for a body rule, refused (413) past the smaller of the route's limit and
+    PORTIER_TRANSFORM_BODY_BYTES."""
+    route = ctx.route
+    assert route is not None and ctx.receive_body is not None
+    limit = min(
+        route.max_body_bytes or settings.PORTIER_MAX_BODY_BYTES,
+        settings.PORTIER_TRANSFORM_BODY_BYTES,
+    )
+    too_large = GatewayError(
+        413,
+        "payload_too_large",
+        f"The request body is larger than {limit} bytes.",
+        [(b"connection", b"close")],
+    )
+    declared = ctx.header(b"content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise too_large
+    held: list[bytes] = []
+    size = 0
+    async for chunk in ctx.receive_body():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        held.append(chunk)
+    return b"".join(held)
 
 
 def _client_headers(
