@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def load(upstream_url: str) -> None:
     from django.db import transaction
 
-    from bench.scenarios import ROUTES
+    from bench.scenarios import EDGE_CORS, EDGE_TRANSFORM, ROUTES
     from bench.upstream import ENDPOINTS
     from routing.config.publish import config_publish
     from routing.models import RateLimitTier, RolePolicy, Route, Service, Target
@@ -50,6 +50,8 @@ def load(upstream_url: str) -> None:
                 rewrite=ENDPOINTS[spec.payload],
                 role_policy=policy,
                 rate_limit_tier=tier,
+                cors=EDGE_CORS if spec.edge else None,
+                transform=EDGE_TRANSFORM if spec.edge else {},
             )
             route.full_clean()
             route.save()

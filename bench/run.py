@@ -200,6 +200,8 @@ def start_stack(
 def served(stack: Stack, scenario: Scenario, variant: str) -> Served:
     route = route_named(scenario.route)
     auth = {"Authorization": f"Bearer {stack.tokens[scenario.token]}"} if scenario.token else {}
+    if scenario.origin:
+        auth["Origin"] = scenario.origin
     if variant == "gateway":
         workers = stack.gateway.workers
         return Served(stack.gateway.url + route.path, lambda: workers, auth)

@@ -10,7 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ROUTES", "SCENARIOS", "BenchRoute", "Scenario", "route_named"]
+__all__ = [
+    "EDGE_CORS",
+    "EDGE_ORIGIN",
+    "EDGE_TRANSFORM",
+    "ROUTES",
+    "SCENARIOS",
+    "BenchRoute",
+    "Scenario",
+    "route_named",
+]
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,7 @@ class BenchRoute:
     payload: str  # key of bench.upstream.ENDPOINTS
     policy: str | None = None  # RolePolicy.Kind value; None = public
     tier_rate: str | None = None  # RateLimitTier rate, high enough never to trip
+    edge: bool = False  # a typical browser-facing route: CORS and two header transforms
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,7 @@ class Scenario:
     connections: int
     token: str | None = None  # "user" or "admin": the wrk requests carry that Bearer token
     reference: bool = False  # also measure bench/reference_proxy.py on the same upstream path
+    origin: str | None = None  # the wrk requests carry this Origin (a browser's CORS request)
     pending: str | None = None  # why the scenario cannot be measured yet
 
 
@@ -45,7 +56,22 @@ ROUTES: tuple[BenchRoute, ...] = (
         "bench-jwt-rl", "/jwt-rl/small", "small", policy="authenticated", tier_rate="1000000000/m"
     ),
     BenchRoute("bench-audited", "/audited/small", "small", policy="admin_only"),
+    BenchRoute(
+        "bench-edge",
+        "/edge/small",
+        "small",
+        policy="authenticated",
+        tier_rate="1000000000/m",
+        edge=True,
+    ),
 )
+
+# The bench-edge route's edge options (docs/configuration.md spells them).
+EDGE_ORIGIN = "https://app.example.com"
+EDGE_CORS = {"origins": [EDGE_ORIGIN], "credentials": True, "max_age": 600}
+EDGE_TRANSFORM = {
+    "request": {"headers": {"set": {"X-Tenant": "acme"}, "add": {"X-Caller": "$user_id"}}}
+}
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario("small-c50", "bench-small", 50, reference=True),
@@ -55,6 +81,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("jwt-c50", "bench-jwt", 50, token="user"),
     Scenario("jwt-rl-c50", "bench-jwt-rl", 50, token="user"),
     Scenario("admin-audit-c50", "bench-audited", 50, token="admin"),
+    Scenario("jwt-rl-edge-c50", "bench-edge", 50, token="user", origin=EDGE_ORIGIN),
 )
 
 

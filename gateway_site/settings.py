@@ -59,6 +59,8 @@ MIDDLEWARE = [
     # First: everything after it (sign-in limits, django-ratelimit) sees the resolved client.
     "gateway_site.client_address.ClientAddressMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Before sessions, CSRF and sign-in: a browser's CORS preflight carries no credentials.
+    "gateway_site.cors.GatewayApiCorsMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
