@@ -90,6 +90,7 @@ _ORIGIN = re.compile(
 _PATTERN = re.compile(
     r"^(https?)://(\*\.)?([a-z0-9*]([a-z0-9*-]*[a-z0-9*])?\.)*[a-z0-9]([a-z0-9-]*[a-z0-9])?(:[0-9]{1,5}|:\*)?$"
 )
+_OPEN_WILDCARD = re.compile(r"\*[^.:]")  # a host `*` not followed by a dot (or the `:*` port)
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _LABELS = r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*"
 _DEFAULT_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -130,9 +131,13 @@ class IpRules:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False  # no address to judge (a unix socket): refused when a list is set
-        if any(ip in network for network in self.deny):
+        # An IPv4 client of a dual-stack listener (or proxy) arrives as ::ffff:a.b.c.d: judged
+        # as both, so an IPv4 deny list is not stepped around by the mapped spelling.
+        mapped = ip.ipv4_mapped if ip.version == 6 else None
+        forms = (ip,) if mapped is None else (ip, mapped)
+        if any(form in network for form in forms for network in self.deny):
             return False
-        return not self.allow or any(ip in network for network in self.allow)
+        return not self.allow or any(form in network for form in forms for network in self.allow)
 
 
 # -- CORS --------------------------------------------------------------------------------------
@@ -184,6 +189,13 @@ def cors_errors(data: Any, *, route: bool) -> list[str]:
             errors.append(
                 f"origin_patterns: {pattern!r} is not an origin pattern; write e.g. "
                 "https://*.example.com (lower case, no path)."
+            )
+        elif _OPEN_WILDCARD.search(pattern):
+            # `*` stands for labels, dots included: `https://*example.com` would also match
+            # https://evilexample.com and https://evil.comexample.com, anyone's to register.
+            errors.append(
+                f"origin_patterns: in {pattern!r} a `*` runs into the name after it; end it "
+                "with a dot, e.g. https://*.example.com."
             )
     for method in lists["methods"]:
         if not _TOKEN.match(method):

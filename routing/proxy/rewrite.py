@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import quote_plus, unquote_to_bytes, urlencode
 
 from routing.config.transforms import FieldRules, HeaderRules, Template
 from routing.proxy.context import GatewayError, Headers, RequestContext
@@ -86,20 +86,33 @@ def rewrite_headers(
 
 
 def rewrite_query(query: bytes, rules: FieldRules, value_of: Callable[[str], str]) -> bytes:
-    """The query string after the rules (parameters keep their order; set ones go last)."""
+    """The query string after the rules (parameters keep their order; set ones go last).
+
+    A parameter no rule names is passed on byte for byte: decoding and encoding it again would
+    turn bytes that are not UTF-8 (a signature, a binary token) into U+FFFD and change its
+    spelling (`%20` to `+`, `flag` to `flag=`)."""
     renamed = dict(rules.rename)
     replaced = {name for name, _ in rules.set}
-    pairs = []
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+    pieces: list[bytes] = []
+    for piece in query.split(b"&"):
+        if not piece:
+            continue
+        raw_name, equals, raw_value = piece.partition(b"=")
+        # Compared in UTF-8, as a rule's names are written.
+        name = unquote_to_bytes(raw_name.replace(b"+", b" ")).decode("utf-8", "replace")
         if name in rules.remove:
             continue
-        name = renamed.get(name, name)
+        new = renamed.get(name)
+        if new is not None:
+            name = new
+            piece = quote_plus(new).encode("ascii") + equals + raw_value
         if name in replaced:
             continue
-        pairs.append((name, value))
-    for name, template in (*rules.set, *rules.add):
-        pairs.append((name, _render(template, value_of)))
-    return urlencode(pairs).encode("ascii")
+        pieces.append(piece)
+    added = [(name, _render(template, value_of)) for name, template in (*rules.set, *rules.add)]
+    if added:
+        pieces.append(urlencode(added).encode("ascii"))
+    return b"&".join(pieces)
 
 
 def is_json(content_type: bytes | None) -> bool:
@@ -128,4 +141,12 @@ def rewrite_body(body: bytes, rules: FieldRules, value_of: Callable[[str], str])
             document[new] = document.pop(old)
     for name, value in rules.set:
         document[name] = _render(value, value_of) if isinstance(value, Template) else value
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    try:
+        # NaN, Infinity and numbers past a double's range (1e400) would go out as `Infinity`,
+        # which no JSON parser upstream accepts.
+        text = json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError:
+        raise GatewayError(
+            400, "invalid_body", "The request body holds a number JSON cannot carry."
+        ) from None
+    return text.encode("utf-8")
