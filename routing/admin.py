@@ -1,4 +1,5 @@
-"""The control plane: services, targets, routes, role policies and rate-limit tiers.
+"""The control plane: services, targets, routes, role policies, rate-limit tiers and the
+gateway-wide defaults.
 
 Every save publishes a new configuration version (routing.signals), served by running gateways
 within about a second.
@@ -6,15 +7,18 @@ within about a second.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import models
 from django.db.models import Count, Q, QuerySet
-from django.http import HttpRequest
+from django.forms.fields import InvalidJSONInput
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -22,12 +26,67 @@ from audit.admin import ConfigChangeAdmin
 from routing import dataplane
 from routing.config.holder import holder
 from routing.config.spec import ServiceSpec
-from routing.models import RateLimitTier, RolePolicy, Route, RouteTierOverride, Service, Target
+from routing.models import (
+    GatewayDefaults,
+    RateLimitTier,
+    RolePolicy,
+    Route,
+    RouteTierOverride,
+    Service,
+    Target,
+)
 from routing.observe.service_health import service_report
 from routing.rules import policy_roles_problem, route_service_problem, service_upstream_problem
 
 # Upstreams are mostly plain http inside a network; Django 6 would assume https otherwise.
 URL_AS_HTTP = {models.URLField: {"assume_scheme": "http"}}
+
+
+class JsonTextField(forms.JSONField):
+    """A JSON column as a person reads and writes it: indented, in monospace. An empty box is
+    the column's empty value: null (inherit, or none) where the column allows it, else its
+    default ({} or []), so clearing a box never fails with "cannot be null"."""
+
+    def __init__(self, *, blank_means: Any = None, **kwargs: Any) -> None:
+        self.blank_means = blank_means
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> Any:
+        if not self.disabled and value in self.empty_values:
+            return copy.deepcopy(self.blank_means)
+        return super().to_python(value)
+
+    def prepare_value(self, value: Any) -> Any:
+        if value is None and self.blank_means is None:
+            return ""  # "Empty: the gateway-wide setting", as the help texts say
+        if isinstance(value, InvalidJSONInput):  # what was typed, shown again with its error
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+
+
+def json_textarea() -> forms.Textarea:
+    return forms.Textarea(
+        attrs={
+            "rows": 8,
+            "cols": 80,
+            "spellcheck": "false",
+            "class": "vLargeTextField",
+            "style": "font-family: monospace",
+        }
+    )
+
+
+class JsonAsText:
+    """Every JSON column of the model edited as indented JSON text (JsonTextField)."""
+
+    def formfield_for_dbfield(
+        self, db_field: models.Field[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> forms.Field | None:
+        if isinstance(db_field, models.JSONField):
+            kwargs.setdefault("form_class", JsonTextField)
+            kwargs.setdefault("widget", json_textarea())
+            kwargs.setdefault("blank_means", None if db_field.null else db_field.get_default())
+        return super().formfield_for_dbfield(db_field, request, **kwargs)  # type: ignore[misc]
 
 
 class TargetFormSet(forms.BaseInlineFormSet):
@@ -264,8 +323,11 @@ class RouteForm(forms.ModelForm):
         return data
 
 
+EDGE_FIELDSET = "Edge: transforms, CORS, security headers, HTTPS, IP lists, compression"
+
+
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(JsonAsText, admin.ModelAdmin):
     form = RouteForm
     list_display = (
         "name",
@@ -303,6 +365,24 @@ class RouteAdmin(admin.ModelAdmin):
             },
         ),
         ("Access", {"fields": ("role_policy", "rate_limit_tier", "audit")}),
+        (
+            EDGE_FIELDSET,
+            {
+                "classes": ("collapse",),
+                "description": "Empty CORS or security headers, and Unknown, take the "
+                "gateway-wide setting (Routing: Gateway defaults). The deny list is checked "
+                "before the allow list.",
+                "fields": (
+                    "transform",
+                    "cors",
+                    "security_headers",
+                    "https_redirect",
+                    "compression",
+                    "ip_allow",
+                    "ip_deny",
+                ),
+            },
+        ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 
@@ -375,6 +455,49 @@ class RateLimitTierAdmin(admin.ModelAdmin):
         return obj._routes  # type: ignore[attr-defined]
 
 
+@admin.register(GatewayDefaults)
+class GatewayDefaultsAdmin(JsonAsText, admin.ModelAdmin):
+    """One row, edited in place: the list opens it (or, before it was ever saved, the add page
+    with the built-in values: looking writes nothing), and it is never added twice nor deleted
+    (the gateway always has defaults)."""
+
+    fieldsets = (
+        (
+            "CORS and security headers",
+            {
+                "description": "What every route does unless it says otherwise, and what the "
+                "gateway's own endpoints and unmatched requests get. Saving publishes a new "
+                "configuration version.",
+                "fields": ("cors", "security_headers"),
+            },
+        ),
+        (
+            "HTTPS and compression",
+            {"fields": ("https_redirect", "compression", "compression_min_bytes")},
+        ),
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return super().has_add_permission(request) and not GatewayDefaults.objects.exists()
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        opts = self.opts
+        defaults = GatewayDefaults.objects.filter(pk=1).first()
+        if defaults is None:  # never saved: the add page shows the built-in values, unwritten
+            if not self.has_add_permission(request):
+                raise PermissionDenied
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_add"))
+        url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[defaults.pk])
+        return HttpResponseRedirect(url)
+
+
 # --- Configuration history (read by auditors; the records live in the audit app) ---------
 
 
@@ -401,6 +524,11 @@ class RolePolicyChangeAdmin(ConfigChangeAdmin):
 @admin.register(RateLimitTier.history.model)
 class RateLimitTierChangeAdmin(ConfigChangeAdmin):
     search_fields = ("name", "history_user__username")
+
+
+@admin.register(GatewayDefaults.history.model)
+class GatewayDefaultsChangeAdmin(ConfigChangeAdmin):
+    search_fields = ("history_user__username",)
 
 
 @admin.register(RouteTierOverride.history.model)

@@ -14,6 +14,7 @@ import yaml
 
 from accounts.models import ApiKey
 from routing.api.document_apply import document_apply
+from routing.api.document_defaults import defaults_export
 from routing.api.document_plan import Changes
 from routing.api.document_shape import (
     POLICIES,
@@ -43,9 +44,9 @@ HEADER = "# Portier configuration (docs/configuration.md). Apply with: manage.py
 
 def document_export(*, api_keys: bool = True) -> dict[str, Any]:
     """The whole configuration as plain data, each list sorted by name and each object's keys in
-    a fixed order, fields at their default left out: the same database always gives the same
-    document. API keys appear by name and prefix only, never a secret, and not at all with
-    `api_keys=False` (a caller who may not view keys)."""
+    a fixed order, fields at their default left out (and `defaults` when all of its are): the
+    same database always gives the same document. API keys appear by name and prefix only,
+    never a secret, and not at all with `api_keys=False` (a caller who may not view keys)."""
     services = [
         compact(SERVICES, service_data(s, s.targets.all()))
         for s in Service.objects.prefetch_related("targets").order_by("name")
@@ -70,13 +71,11 @@ def document_export(*, api_keys: bool = True) -> dict[str, Any]:
         .prefetch_related("tier_overrides__role", "tier_overrides__tier")
         .order_by("name")
     ]
-    document: dict[str, Any] = {
-        "version": 1,
-        "services": services,
-        "policies": policies,
-        "tiers": tiers,
-        "routes": routes,
-    }
+    document: dict[str, Any] = {"version": 1}
+    defaults = defaults_export()
+    if defaults:  # a gateway never configured has none to show
+        document["defaults"] = defaults
+    document.update(services=services, policies=policies, tiers=tiers, routes=routes)
     keys = _api_keys() if api_keys else []
     if keys:
         document["api_keys"] = keys

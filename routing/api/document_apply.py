@@ -17,6 +17,8 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models, transaction
 
+from routing.api.document_defaults import SECTION as DEFAULTS_SECTION
+from routing.api.document_defaults import defaults_plan, defaults_shape_errors
 from routing.api.document_plan import Changes, Context, Plan, Planned
 from routing.api.document_shape import (
     KINDS,
@@ -50,7 +52,7 @@ from routing.rules import policy_roles_problem, route_service_problem, service_u
 
 __all__ = ["document_apply"]
 
-TOP_LEVEL = {"version", "api_keys", *(kind.section for kind in KINDS)}
+TOP_LEVEL = {"version", DEFAULTS_SECTION, "api_keys", *(kind.section for kind in KINDS)}
 
 
 def document_apply(
@@ -124,6 +126,10 @@ def _plan(document: Any, *, prune: bool) -> Plan:
             result = plan_one(path, item, row, context, errors)
             if result is not None:
                 planned[kind.section].append(result)
+    defaults = None
+    if (DEFAULTS_SECTION, 0) in well_formed:
+        defaults, defaults_errors = defaults_plan(document, prune=prune)
+        errors += defaults_errors
     if errors:
         raise DocumentInvalid(errors)
 
@@ -141,7 +147,7 @@ def _plan(document: Any, *, prune: bool) -> Plan:
     }
     roles = {role for p in planned["policies"] for role in p.related}
     roles |= {role for p in planned["routes"] for role in p.related["tiers_by_role"]}
-    return Plan(planned, removals, _changes(planned, removals), roles)
+    return Plan(planned, removals, _changes(planned, removals, defaults), roles, defaults)
 
 
 def _top_level_errors(document: Any) -> list[str]:
@@ -156,12 +162,16 @@ def _top_level_errors(document: Any) -> list[str]:
     for section in (*(kind.section for kind in KINDS), "api_keys"):
         if document.get(section) is not None and not isinstance(document[section], list):
             errors.append(f"{section}: expected a list")
+    defaults = document.get(DEFAULTS_SECTION)
+    if defaults is not None and not isinstance(defaults, dict):
+        errors.append(f"{DEFAULTS_SECTION}: expected a mapping")
     return errors
 
 
 def _shape_errors(document: dict[str, Any]) -> tuple[list[str], set[tuple[str, int]]]:
     """Types, unknown keys, required keys and duplicate names of every object; answers the
-    errors and the (section, index) of the objects without any."""
+    errors and the (section, index) of the objects without any ("defaults", 0 for the
+    defaults)."""
     errors: list[str] = []
     well_formed: set[tuple[str, int]] = set()
     for kind in KINDS:
@@ -181,6 +191,10 @@ def _shape_errors(document: dict[str, Any]) -> tuple[list[str], set[tuple[str, i
                 well_formed.add((kind.section, index))
     for index, item in enumerate(document.get("api_keys") or []):
         errors += api_key_errors(f"api_keys[{index}]", item)
+    defaults_errors = defaults_shape_errors(document)
+    errors += defaults_errors
+    if not defaults_errors:
+        well_formed.add((DEFAULTS_SECTION, 0))
     return errors, well_formed
 
 
@@ -340,8 +354,14 @@ def _route_row_data(route: Route) -> dict[str, Any]:
     )
 
 
-def _changes(planned: dict[str, list[Planned]], removals: dict[str, list[Any]]) -> Changes:
+def _changes(
+    planned: dict[str, list[Planned]], removals: dict[str, list[Any]], defaults: Planned | None
+) -> Changes:
     changes = Changes()
+    if defaults is not None and defaults.current is not None:
+        old, new = flatten(defaults.current), flatten(defaults.desired)
+        for key in defaults.changed_fields():
+            changes.changed.append((DEFAULTS_SECTION, key, old.get(key), new[key]))
     for kind in KINDS:
         for item in sorted(planned[kind.section], key=lambda p: p.name):
             label = f"{kind.section}/{item.name}"

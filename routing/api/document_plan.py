@@ -11,10 +11,18 @@ from django.db import models
 
 from routing.api.document_shape import Kind, flatten
 
-__all__ = ["RELATION_FIELDS", "Changes", "Context", "Plan", "Planned"]
+__all__ = ["RELATION_FIELDS", "Changes", "Context", "Plan", "Planned", "same_value"]
 
 # Lists of related names: the diff shows them whole, and saving them is not a field save.
 RELATION_FIELDS = {"targets", "roles", "tiers_by_role"}
+
+
+def same_value(old: Any, new: Any) -> bool:
+    """Equal as JSON: true is not 1 and 1 is not 1.0 (a transform may set a body field to
+    either), while the order of a mapping's keys does not matter."""
+    return json.dumps(old, sort_keys=True, default=str) == json.dumps(
+        new, sort_keys=True, default=str
+    )
 
 
 @dataclass
@@ -65,7 +73,7 @@ class Planned:
         if self.current is None:
             return []
         old, new = flatten(self.current), flatten(self.desired)
-        return [key for key in new if old.get(key) != new[key]]
+        return [key for key in new if not same_value(old.get(key), new[key])]
 
     def saves_row(self) -> bool:
         return self.current is None or any(
@@ -88,3 +96,4 @@ class Plan:
     removals: dict[str, list[models.Model]]
     changes: Changes
     roles: set[str]
+    defaults: Planned | None = None  # None: the document leaves the gateway defaults alone

@@ -15,14 +15,19 @@ from typing import Any
 from django.db import models
 
 from routing.api.document_spellings import (
+    ADDRESSES,
     BOOL,
+    BOOL_OR_NULL,
     HEADERS,
     INT,
     INT_OR_NULL,
     NAMES,
     NUMBER,
+    ROUTE_CORS,
+    SECURITY_OR_NULL,
     STATUSES,
     STR,
+    TRANSFORM,
     Spelling,
     as_is,
 )
@@ -87,6 +92,10 @@ class Kind:
 
     def defaults(self) -> dict[str, Any]:
         return {field.key: field.default(self.model) for field in self.fields}
+
+    def blocks(self) -> set[str]:
+        """Keys grouping dotted fields (timeouts), unlike mapping values (headers, transform)."""
+        return {field.key.partition(".")[0] for field in self.fields if "." in field.key}
 
 
 TARGET_FIELDS = (
@@ -167,6 +176,17 @@ TIERS = Kind(
     order=("name", "rate", "key", "header_name", "per_method", "description"),
 )
 
+# The edge options (routing.config.edge and .transforms), each spelt as its JSON column.
+ROUTE_EDGE_FIELDS = (
+    Field("transform", "transform", TRANSFORM),
+    Field("cors", "cors", ROUTE_CORS),
+    Field("security_headers", "security_headers", SECURITY_OR_NULL),
+    Field("https_redirect", "https_redirect", BOOL_OR_NULL),
+    Field("compression", "compression", BOOL_OR_NULL),
+    Field("ip_allow", "ip_allow", ADDRESSES),
+    Field("ip_deny", "ip_deny", ADDRESSES),
+)
+
 _NAME_OR_NULL = Spelling("a name or null", lambda v: v is None or isinstance(v, str), as_is, as_is)
 
 ROUTES = Kind(
@@ -188,6 +208,7 @@ ROUTES = Kind(
         Field("stream_uploads", "stream_uploads", BOOL),
         Field("max_body_bytes", "max_body_bytes", INT_OR_NULL),
         Field("audit", "audit", BOOL),
+        *ROUTE_EDGE_FIELDS,
     ),
     relations={
         "service": STR,
@@ -224,6 +245,7 @@ ROUTES = Kind(
         "tier",
         "tiers_by_role",
         "audit",
+        *(field.key for field in ROUTE_EDGE_FIELDS),
     ),
 )
 
@@ -310,8 +332,9 @@ def compact(kind: Kind, data: dict[str, Any]) -> dict[str, Any]:
     export stays short, and a person sees only what was chosen."""
     out: dict[str, Any] = {}
     defaults = kind.defaults()
+    blocks = kind.blocks()
     for key, value in data.items():
-        if isinstance(value, dict) and key not in kind.relations and key != "headers":
+        if key in blocks and isinstance(value, dict):
             block = {leaf: v for leaf, v in value.items() if defaults.get(f"{key}.{leaf}") != v}
             if block:
                 out[key] = block

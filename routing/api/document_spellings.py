@@ -4,6 +4,7 @@ routing.api.document_shape maps each document key to a model field with one of t
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,14 +13,21 @@ from typing import Any
 from routing.models import split_csv
 
 __all__ = [
+    "ADDRESSES",
     "BOOL",
+    "BOOL_OR_NULL",
+    "CORS_OR_NULL",
     "HEADERS",
     "INT",
     "INT_OR_NULL",
     "NAMES",
     "NUMBER",
+    "ROUTE_CORS",
+    "SECURITY",
+    "SECURITY_OR_NULL",
     "STATUSES",
     "STR",
+    "TRANSFORM",
     "Spelling",
     "as_is",
 ]
@@ -121,4 +129,71 @@ HEADERS = Spelling(
     lambda v: isinstance(v, dict) and all(isinstance(x, str) for kv in v.items() for x in kv),
     lambda value: dict(sorted(value.items())) if isinstance(value, dict) else value,
     lambda value: dict(value),
+)
+
+
+# --- The edge options: JSON columns, spelt as their JSON (routing.config.edge) ----------------
+# Only the JSON-ness is checked here (YAML also reads dates, and mapping keys that are not text);
+# what the blocks mean is the model's clean(), so its messages are the admin's.
+
+
+def _is_json(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_is_json(item) for item in value)
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, str | int | bool)
+
+
+def _json_mapping(value: Any) -> bool:
+    return isinstance(value, dict) and _is_json(value)
+
+
+def _json_copy(value: Any) -> Any:
+    """A copy: the row's value and the document's never share a dict that one side changes."""
+    return copy.deepcopy(value)
+
+
+_AS_JSON = "(JSON data: text keys, no dates)"
+TRANSFORM = Spelling(
+    f"a mapping of request and response rules {_AS_JSON}",
+    _json_mapping,
+    _json_copy,
+    _json_copy,
+)
+ROUTE_CORS = Spelling(
+    f"a mapping of CORS settings {_AS_JSON}, false (no CORS on this route) or null (the "
+    "gateway-wide setting)",
+    lambda v: v is None or v is False or _json_mapping(v),
+    _json_copy,
+    _json_copy,
+)
+CORS_OR_NULL = Spelling(
+    f"a mapping of CORS settings {_AS_JSON} or null (no CORS)",
+    lambda v: v is None or _json_mapping(v),
+    _json_copy,
+    _json_copy,
+)
+SECURITY = Spelling(
+    f"a mapping of security header settings {_AS_JSON}", _json_mapping, _json_copy, _json_copy
+)
+SECURITY_OR_NULL = Spelling(
+    f"a mapping of security header settings {_AS_JSON} or null (the gateway-wide ones)",
+    lambda v: v is None or _json_mapping(v),
+    _json_copy,
+    _json_copy,
+)
+BOOL_OR_NULL = Spelling(
+    "true, false or null (the gateway-wide setting)",
+    lambda v: v is None or isinstance(v, bool),
+    as_is,
+    as_is,
+)
+ADDRESSES = Spelling(
+    "a list of IP addresses or CIDR networks (strings)",
+    lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
+    list,
+    list,
 )

@@ -1,7 +1,7 @@
-"""Write a validated plan (routing.api.document_plan): tiers, policies, services with their
-targets, routes with their tier overrides, then the removals, routes first (a service, policy
-or tier is protected while a route uses it). Every save and delete names the acting user for
-the configuration history (django-simple-history reads `_history_user`)."""
+"""Write a validated plan (routing.api.document_plan): the gateway defaults, tiers, policies,
+services with their targets, routes with their tier overrides, then the removals, routes first
+(a service, policy or tier is protected while a route uses it). Every save and delete names the
+acting user for the configuration history (django-simple-history reads `_history_user`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ def _delete(obj: models.Model, actor: Any) -> None:
 
 
 def plan_write(plan: Plan, actor: Any) -> None:
+    if plan.defaults is not None and plan.defaults.saves_row():
+        _save(plan.defaults.instance, actor)
     existing_roles = {g.name: g for g in Group.objects.filter(name__in=plan.roles)}
     groups = {
         name: existing_roles.get(name) or Group.objects.create(name=name) for name in plan.roles

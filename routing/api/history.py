@@ -3,7 +3,7 @@ models and API keys — who changed what, when, and each changed field's value b
 (computed as audit.admin.ConfigChangeAdmin computes it for the admin's history pages).
 
     GET /admin/api/history/<kind>/   kind: services, targets, routes, policies, tiers,
-                                     tier-overrides, api-keys
+                                     tier-overrides, defaults, api-keys
 
 Filters: ?object= (the object's name, or its id), ?user= (username), ?action=created|changed|
 deleted, ?since= and ?until= (ISO date or date-time). Newest first.
@@ -25,7 +25,15 @@ from rest_framework.response import Response
 
 from accounts.models import ApiKey
 from routing.api.views import ManagementApi, query_datetime
-from routing.models import RateLimitTier, RolePolicy, Route, RouteTierOverride, Service, Target
+from routing.models import (
+    GatewayDefaults,
+    RateLimitTier,
+    RolePolicy,
+    Route,
+    RouteTierOverride,
+    Service,
+    Target,
+)
 
 __all__ = ["HISTORY_KINDS", "HistoryView"]
 
@@ -36,6 +44,7 @@ HISTORY_KINDS: dict[str, type[models.Model]] = {
     "policies": RolePolicy,
     "tiers": RateLimitTier,
     "tier-overrides": RouteTierOverride,
+    "defaults": GatewayDefaults,  # one object: ?object=1
     "api-keys": ApiKey,
 }
 _ACTIONS = {"+": "created", "~": "changed", "-": "deleted"}

@@ -53,10 +53,21 @@ class ConfigDocumentPermission(BasePermission):
                 "delete",
             )
         )
+        # The defaults are one row, never added or deleted: viewing or changing it is enough.
+        defaults = (
+            "routing.view_gatewaydefaults"
+            if actions == ("view",)
+            else ("routing.change_gatewaydefaults")
+        )
         return user.has_perms(
-            f"{model._meta.app_label}.{action}_{model._meta.model_name}"
-            for model in DOCUMENT_MODELS
-            for action in actions
+            [
+                *(
+                    f"{model._meta.app_label}.{action}_{model._meta.model_name}"
+                    for model in DOCUMENT_MODELS
+                    for action in actions
+                ),
+                defaults,
+            ]
         )
 
 

@@ -19,6 +19,7 @@ from accounts.models import ApiKey, User
 from accounts.services import api_key_issue
 from audit.models import AuditEntry
 from routing.models import (
+    GatewayDefaults,
     RateLimitTier,
     RolePolicy,
     Route,
@@ -32,6 +33,7 @@ from routing.rules import policy_roles_problem, route_service_problem, service_u
 __all__ = [
     "ApiKeySerializer",
     "AuditEntrySerializer",
+    "DefaultsSerializer",
     "PolicySerializer",
     "RouteSerializer",
     "ServiceSerializer",
@@ -236,6 +238,18 @@ class TierSerializer(CleanModelSerializer):
         fields = ["name", "rate", "key", "header_name", "per_method", "description"]
 
 
+# Spelt as their JSON columns (routing.config.edge, routing.config.transforms); null inherits.
+ROUTE_EDGE_FIELDS = (
+    "transform",
+    "cors",
+    "security_headers",
+    "https_redirect",
+    "compression",
+    "ip_allow",
+    "ip_deny",
+)
+
+
 class RouteSerializer(CleanModelSerializer):
     """A route, its policy and tier by name, and `tiers_by_role` ({role: tier})."""
 
@@ -283,6 +297,7 @@ class RouteSerializer(CleanModelSerializer):
             "tier",
             "tiers_by_role",
             "audit",
+            *ROUTE_EDGE_FIELDS,
             "created_at",
             "updated_at",
         ]
@@ -339,6 +354,20 @@ class RouteSerializer(CleanModelSerializer):
             override.tier = tier
             full_clean(override, prefix="tiers_by_role.")
             override.save()
+
+
+class DefaultsSerializer(CleanModelSerializer):
+    """The gateway-wide edge settings (the one GatewayDefaults row)."""
+
+    class Meta:
+        model = GatewayDefaults
+        fields = [
+            "cors",
+            "security_headers",
+            "https_redirect",
+            "compression",
+            "compression_min_bytes",
+        ]
 
 
 class ApiKeySerializer(serializers.ModelSerializer):

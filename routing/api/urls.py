@@ -1,6 +1,7 @@
 """URLs of the management API, mounted at /admin/api/ (reserved: never proxied).
 
-Resources answer with or without a trailing slash (`/admin/api/routes/users`).
+Resources answer with or without a trailing slash (`/admin/api/routes/users`); the gateway-wide
+defaults are one object, `/admin/api/defaults`.
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ _STAFF = {
     "permission_classes": [IsStaff],
 }
 
+_DEFAULTS = views.DefaultsViewSet.as_view(
+    {"get": "retrieve", "put": "update", "patch": "partial_update"}
+)
+
 urlpatterns = [
     path("config", ConfigDocumentView.as_view(), name="api-config"),
+    re_path(r"^defaults/?$", _DEFAULTS, name="api-defaults"),
     re_path(r"^history/(?P<kind>[-a-z]+)/?$", HistoryView.as_view(), name="api-history"),
     path("schema/", SpectacularAPIView.as_view(**_STAFF), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_STAFF), name="api-docs"),

@@ -1,5 +1,6 @@
 """The management API's resources: services, routes, policies, tiers, API keys and the audit
-trail, by name where a name is the natural key (`/admin/api/routes/users`).
+trail, by name where a name is the natural key (`/admin/api/routes/users`), and the gateway-wide
+defaults, one object at `/admin/api/defaults`.
 
 Each write runs in one transaction, so routing.signals publishes one configuration version for
 it, and simple_history records it with the API caller as the history user.
@@ -15,7 +16,7 @@ from django.db.models import ProtectedError, Q, QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import PageNumberPagination
@@ -30,11 +31,12 @@ from routing.api import serializers
 from routing.api.authentication import AdminSessionAuthentication, UserCredentialsAuthentication
 from routing.api.concurrency import etag_of, require_current
 from routing.api.permissions import ModelPermissions
-from routing.models import RateLimitTier, RolePolicy, Route, Service
+from routing.models import GatewayDefaults, RateLimitTier, RolePolicy, Route, Service
 
 __all__ = [
     "ApiKeyViewSet",
     "AuditEntryViewSet",
+    "DefaultsViewSet",
     "ManagementApi",
     "PolicyViewSet",
     "RouteViewSet",
@@ -201,6 +203,39 @@ class TierViewSet(ConfigViewSet):
         if self.request.query_params.get("key"):
             queryset = queryset.filter(key=self.request.query_params["key"])
         return _filter_common(self.request, queryset)
+
+
+class DefaultsViewSet(
+    ETagged,
+    ManagementApi,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The gateway-wide edge settings: one object, read and changed in place (never created nor
+    deleted: until first saved it holds the built-in values). ETag and If-Match as for every
+    configuration object."""
+
+    serializer_class = serializers.DefaultsSerializer
+    queryset = GatewayDefaults.objects.all()  # the model whose permissions apply
+    pagination_class = None
+
+    def get_object(self) -> GatewayDefaults:
+        if self.request.method in SAFE_METHODS:
+            current = GatewayDefaults.current()  # reading writes nothing
+            self.check_object_permissions(self.request, current)
+            return current
+        # As ConfigViewSet: the row is locked until the change commits, so a concurrent change
+        # waits and then compares its If-Match with what was just saved.
+        GatewayDefaults.objects.get_or_create(pk=1)
+        defaults = GatewayDefaults.objects.select_for_update().get(pk=1)
+        self.check_object_permissions(self.request, defaults)
+        require_current(self.request, etag_of(self.get_serializer(defaults).data))
+        return defaults
+
+    def update(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        with transaction.atomic():
+            return super().update(request, *args, **kwargs)
 
 
 def _filter_common(request: Request, queryset: QuerySet[Any], *, search: bool = True) -> Any:

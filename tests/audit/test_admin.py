@@ -49,6 +49,7 @@ def test_the_migration_gives_the_auditor_group_only_view_permissions():
         "view_historicalratelimittier",
         "view_historicalroutetieroverride",
         "view_historicalapikey",
+        "view_historicalgatewaydefaults",
     }
 
 

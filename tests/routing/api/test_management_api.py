@@ -39,6 +39,7 @@ AUDITOR_MODELS = (
     "historicalratelimittier",
     "historicalroutetieroverride",
     "historicalapikey",
+    "historicalgatewaydefaults",
 )
 
 
