@@ -224,7 +224,7 @@ def test_the_document_lists_api_keys_only_to_who_may_view_them(client, root):
             "ratelimittier",
             "routetieroverride",
         )
-    ]
+    ] + ["view_gatewaydefaults", "change_gatewaydefaults"]
     operator = user_with("op", *codenames)
     response = client.get("/admin/api/config", headers=bearer(operator))
     assert response.status_code == 200, response.text
