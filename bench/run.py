@@ -299,11 +299,19 @@ def run_profile(stack: Stack, args: argparse.Namespace, stamp: str) -> dict[str,
     target = served(stack, scenario, "gateway")
     seconds = max(1, round(args.duration))
     if args.warmup:
-        load.run_wrk(target.url, connections=50, seconds=args.warmup, lua=stack.lua)
+        load.run_wrk(
+            target.url,
+            connections=50,
+            seconds=args.warmup,
+            lua=stack.lua,
+            headers=target.headers,
+        )
     RESULTS.mkdir(parents=True, exist_ok=True)
     speedscope = RESULTS / f"{stamp}-profile.speedscope.json"
     worker = stack.gateway.workers[0]
-    wrk = load.start_wrk(target.url, connections=50, seconds=seconds + 3, lua=stack.lua)
+    wrk = load.start_wrk(
+        target.url, connections=50, seconds=seconds + 3, lua=stack.lua, headers=target.headers
+    )
     spy: subprocess.Popen[bytes] | None = None
     try:
         time.sleep(1)
