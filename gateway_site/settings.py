@@ -437,3 +437,11 @@ if PORTIER_RATELIMIT_FAIL not in {"open", "closed"}:
 # Seconds to wait for Redis, and to skip it after a failure before trying again.
 PORTIER_RATELIMIT_REDIS_TIMEOUT = env_float("PORTIER_RATELIMIT_REDIS_TIMEOUT", 0.25)
 PORTIER_RATELIMIT_RETRY_AFTER_FAILURE = env_float("PORTIER_RATELIMIT_RETRY_AFTER_FAILURE", 1.0)
+
+# The shared response cache (a route's `cache`): seconds to wait for Redis, and how long a miss
+# waits for another request already fetching the same answer (here or on another instance)
+# before it asks the upstream itself.
+PORTIER_CACHE_REDIS_TIMEOUT = env_float("PORTIER_CACHE_REDIS_TIMEOUT", 0.25)
+PORTIER_CACHE_COALESCE_WAIT = env_float("PORTIER_CACHE_COALESCE_WAIT", 10.0)
+if PORTIER_CACHE_COALESCE_WAIT < 0:
+    raise ImproperlyConfigured("PORTIER_CACHE_COALESCE_WAIT must be 0 or more (seconds)")

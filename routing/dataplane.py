@@ -25,6 +25,7 @@ from accounts.denylist import deny_set
 from routing.config.holder import holder
 from routing.observe import traffic_stats
 from routing.periodic import PeriodicThread
+from routing.proxy.cache_store import close_cache_clients
 from routing.proxy.stages.limits import close_limit_clients
 from routing.upstream.monitor import monitor
 from routing.upstream.transport import close_clients
@@ -114,6 +115,7 @@ async def shutdown() -> None:
         ("write the traffic counts", lambda: asyncio.to_thread(traffic_stats.flush)),
         ("close the upstream pools", close_clients),
         ("close the rate-limit Redis clients", close_limit_clients),
+        ("close the response cache's Redis clients", close_cache_clients),
         ("close the cache's Redis pools", lambda: asyncio.to_thread(_close_caches)),
         ("close the database connections", close_database_connections),
     ]

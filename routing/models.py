@@ -17,6 +17,7 @@ from django.db import models
 from django.utils.html import escape
 from simple_history.models import HistoricalRecords
 
+from routing.config.cache import cache_errors
 from routing.config.edge import cors_errors, ip_list_errors, security_errors
 from routing.config.transforms import template_groups, transform_errors
 from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
@@ -414,6 +415,20 @@ class Route(models.Model):
         help_text="Gzip or brotli answers the upstream did not compress. Unknown: the "
         "gateway-wide setting.",
     )
+    cache = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text='Empty: answers are not cached. Or e.g. {"ttl": 60, "vary_headers": '
+        '["Accept-Language"], "vary_query": ["page", "size"], "per_user": false, '
+        '"max_entry_bytes": 1048576, "stale_if_error": 300}: GET and HEAD answers shared by '
+        "every instance through Redis.",
+    )
+    cache_generation = models.PositiveIntegerField(
+        default=0,
+        editable=False,
+        help_text="Bumped by a purge: entries stored before it are never served again.",
+    )
     ip_allow = models.JSONField(
         default=list,
         blank=True,
@@ -491,6 +506,7 @@ class Route(models.Model):
             "security_headers": security_errors(self.security_headers),
             "ip_allow": ip_list_errors(self.ip_allow),
             "ip_deny": ip_list_errors(self.ip_deny),
+            "cache": cache_errors(self.cache),
         }
         if not problems["transform"]:
             groups = set(template_groups(self.transform))

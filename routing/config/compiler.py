@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 
+from routing.config.cache import compile_cache
 from routing.config.edge import compile_cors, compile_ip_rules, compile_security
 from routing.config.spec import (
     EdgeSpec,
@@ -220,4 +221,5 @@ def _compile_route(
         ),
         edge=_route_edge(r, defaults, gateway),
         transform=compile_transform(r.get("transform"), settings.PORTIER_IDENTITY_HEADER_PREFIXES),
+        cache=compile_cache(r.get("cache"), r),
     )

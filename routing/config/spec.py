@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from routing.config.cache import CacheSpec
 from routing.config.edge import CorsSpec, IpRules, SecuritySpec, compile_security
 from routing.config.transforms import TransformSpec
 
@@ -131,6 +132,7 @@ class RouteSpec:
     max_body_bytes: int = 0  # 0 = the global PORTIER_MAX_BODY_BYTES
     edge: EdgeSpec = EdgeSpec()
     transform: TransformSpec | None = None
+    cache: CacheSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

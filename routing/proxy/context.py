@@ -121,6 +121,7 @@ class RequestContext:
     bytes_in: int = 0
     bytes_out: int = 0
     preflight: bool = False  # a CORS preflight the gateway answered itself
+    cache_result: str = ""  # HIT, MISS, BYPASS or STALE on a caching route (metrics, log)
     audit_id: int | None = None  # the audit row of this request, once written
     audit_closed: bool = False
     upstream_seconds: float = 0.0

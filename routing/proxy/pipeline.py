@@ -2,7 +2,8 @@
 
     before      framing, match, admit (IP lists, HTTPS redirect, CORS preflight),
                 authenticate, authorize, limit, transform, open the audit row
-    forward     one target of the route's service answers (retries, budget, circuit)
+    forward     the shared response cache answers (a caching route's GET/HEAD), or one
+                target of the route's service does (retries, budget, circuit)
     on the way  dress the answer: response transform, security and CORS headers, compression
     after       finish: release the upstream, close the audit row, record metrics and the log
     on error    a stage's GatewayError (or a crash, as 500) becomes the standard error body,
@@ -35,7 +36,7 @@ from routing.proxy.stages.access import authorize
 from routing.proxy.stages.admission import admit
 from routing.proxy.stages.answer import dress
 from routing.proxy.stages.audit import audit_close, audit_close_soon, audit_deny, audit_open
-from routing.proxy.stages.forward import forward
+from routing.proxy.stages.cache import forward_cached
 from routing.proxy.stages.framing import check_framing
 from routing.proxy.stages.identity import authenticate
 from routing.proxy.stages.limits import limit
@@ -71,11 +72,11 @@ async def run(ctx: RequestContext) -> GatewayResponse:
         tracing.begin(ctx)
         spans = tracing.otel()
         if spans is None:
-            response = await _respond(ctx, BEFORE, forward)
+            response = await _respond(ctx, BEFORE, forward_cached)
         else:
             # The server span ends with the answer's headers; a streamed body outlasts it.
             with spans.request_span(ctx):
-                response = await _respond(ctx, spans.stages(BEFORE), spans.forward(forward))
+                response = await _respond(ctx, spans.stages(BEFORE), spans.forward(forward_cached))
         if response.stream is None:
             await audit_close(ctx, response.error_code)
     except BaseException:  # cancelled (the server is cutting it): there is nothing to finish

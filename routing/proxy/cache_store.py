@@ -1,0 +1,108 @@
+"""Where cached answers live: the project's cache, awaited without a thread hop.
+
+With Redis (REDIS_URL), one redis.asyncio client per event loop talks to the same Redis as
+django-redis, under the keys `cache.make_key` gives (the project's key prefix), so a purge's
+`delete_pattern` finds them. Without Redis (the embedded default) it is the in-process cache,
+called inline: there is no I/O to wait for.
+
+A Redis that fails is skipped for a few seconds: the cache then answers "nothing stored" and the
+request goes to the upstream, never to an error (a cache is an optimisation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import redis.asyncio as aioredis
+from django.conf import settings
+from django.core.cache import cache
+
+__all__ = ["close_cache_clients", "store_add", "store_delete", "store_get", "store_set"]
+
+logger = logging.getLogger("portier.cache")
+
+_RETRY_AFTER_FAILURE = 2.0
+_clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
+_down_until = 0.0
+
+
+def _client() -> aioredis.Redis | None:
+    global _down_until
+    if not settings.REDIS_URL or time.monotonic() < _down_until:
+        return None
+    loop = asyncio.get_running_loop()
+    client = _clients.get(loop)
+    if client is None:
+        timeout = settings.PORTIER_CACHE_REDIS_TIMEOUT
+        client = aioredis.Redis.from_url(
+            settings.REDIS_URL,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry_on_timeout=False,
+        )
+        _clients[loop] = client
+    return client
+
+
+def _failed(exc: Exception) -> None:
+    global _down_until
+    if time.monotonic() >= _down_until:
+        logger.warning("response cache cannot reach Redis (%r): answers go to the upstream", exc)
+    _down_until = time.monotonic() + _RETRY_AFTER_FAILURE
+
+
+async def store_get(key: str) -> bytes | None:
+    client = _client()
+    if client is None:
+        return None if settings.REDIS_URL else cache.get(key)
+    try:
+        return await client.get(cache.make_key(key))
+    except Exception as exc:
+        _failed(exc)
+        return None
+
+
+async def store_set(key: str, value: bytes, seconds: int) -> None:
+    client = _client()
+    if client is None:
+        if not settings.REDIS_URL:
+            cache.set(key, value, seconds)
+        return
+    try:
+        await client.set(cache.make_key(key), value, ex=max(1, seconds))
+    except Exception as exc:
+        _failed(exc)
+
+
+async def store_add(key: str, value: bytes, milliseconds: int) -> bool:
+    """Set only if absent (a short lock): True when this caller set it."""
+    client = _client()
+    if client is None:
+        if settings.REDIS_URL:
+            return True  # Redis is down: no lock to share, the caller goes on alone
+        return bool(cache.add(key, value, max(1, milliseconds // 1000)))
+    try:
+        return bool(await client.set(cache.make_key(key), value, px=milliseconds, nx=True))
+    except Exception as exc:
+        _failed(exc)
+        return True
+
+
+async def store_delete(key: str) -> None:
+    client = _client()
+    if client is None:
+        if not settings.REDIS_URL:
+            cache.delete(key)
+        return
+    try:
+        await client.delete(cache.make_key(key))
+    except Exception as exc:
+        _failed(exc)
+
+
+async def close_cache_clients() -> None:
+    client = _clients.pop(asyncio.get_running_loop(), None)
+    if client is not None:
+        await client.aclose()

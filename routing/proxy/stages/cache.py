@@ -1,0 +1,322 @@
+"""Cache: answer a caching route's GET or HEAD from the shared cache, or forward and store.
+
+A route without `cache` goes straight to forward. On one that has it:
+
+- BYPASS: a method other than GET/HEAD, a Range request, or a caller with credentials
+  (Authorization, X-API-Key, Cookie) on a route without `per_user` (with it, the caller's id is
+  part of the key). An authenticated answer leaves with `Cache-Control: private` unless the
+  upstream said otherwise, so no cache past the gateway keeps it either.
+- HIT: a fresh entry, sent with its `Age` and an `ETag` (the upstream's, or a hash of the body);
+  `If-None-Match` / `If-Modified-Since` that match get 304.
+- MISS: the request goes upstream without the client's conditional headers (so a whole answer
+  comes back to store), and the answer streams to the client as it arrives while a copy is kept,
+  up to `max_entry_bytes` (past it, the copy is dropped: never buffered). Stored when it is
+  complete and the rules of routing.proxy.response_cache allow it.
+- Coalescing: concurrent misses for one key make one upstream call. Within a process the others
+  await the first one's answer; across processes the first takes a short Redis lock and the
+  others poll for its entry; both bounded by PORTIER_CACHE_COALESCE_WAIT, after which a waiter
+  asks the upstream itself.
+- STALE: with `stale_if_error`, an entry past its freshness is kept that much longer and served
+  when the upstream fails (connect error, timeout, 5xx).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+from django.conf import settings
+
+from routing.config.cache import CacheSpec
+from routing.proxy.cache_store import store_add, store_delete, store_get, store_set
+from routing.proxy.context import GatewayError, GatewayResponse, Headers, RequestContext
+from routing.proxy.response_cache import (
+    Entry,
+    base_key,
+    decode,
+    encode_entry,
+    encode_vary,
+    fresh_seconds,
+    not_modified,
+    stored_headers,
+    strong_etag,
+    variant_key,
+)
+from routing.proxy.stages.forward import forward
+
+__all__ = ["forward_cached"]
+
+_CREDENTIALS = (b"authorization", b"x-api-key", b"cookie")
+_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
+_UPSTREAM_FAILED = frozenset({500, 502, 503, 504})
+_POLL = 0.025
+_LOCK_MS = 5000
+_Flights = dict[tuple[asyncio.AbstractEventLoop, str], "asyncio.Future[Entry | None]"]
+_flights: _Flights = {}
+_background: set[asyncio.Task[None]] = set()  # stores and lock releases the answer outlives
+_BYPASS = object()
+
+
+async def forward_cached(ctx: RequestContext) -> GatewayResponse:
+    route = ctx.route
+    spec = route.cache if route is not None else None
+    if spec is None:
+        return await forward(ctx)
+    user = _cache_user(spec, ctx)
+    if user is _BYPASS or ctx.method not in ("GET", "HEAD") or ctx.header(b"range"):
+        ctx.cache_result = "BYPASS"
+        response = await forward(ctx)
+        return _marked(response, b"BYPASS", private=_has_credentials(ctx))
+    assert user is None or isinstance(user, str)
+    base = base_key(spec, ctx, user)
+    entry = await _lookup(base, ctx)
+    now = time.time()
+    if entry is not None and now < entry.fresh_until:
+        return _served(entry, ctx, "HIT", now, private=user is not None)
+    if ctx.method == "HEAD":  # nothing to store from an answer without a body
+        ctx.cache_result = "MISS"
+        return _marked(await forward(ctx), b"MISS", private=user is not None)
+    return await _fetch(ctx, spec, base, entry, private=user is not None)
+
+
+def _has_credentials(ctx: RequestContext) -> bool:
+    return any(name in _CREDENTIALS for name, _ in ctx.headers)
+
+
+def _cache_user(spec: CacheSpec, ctx: RequestContext) -> str | object | None:
+    """Whose entry this request may read: None for the shared one, the caller's id with
+    `per_user`, or _BYPASS."""
+    if not _has_credentials(ctx):
+        return None
+    if spec.per_user and ctx.identity is not None:
+        return ctx.identity.subject
+    return _BYPASS
+
+
+async def _lookup(base: str, ctx: RequestContext) -> Entry | None:
+    found = decode(await store_get(base))
+    if isinstance(found, list):  # the upstream's Vary: one entry per value of those headers
+        found = decode(await store_get(variant_key(base, found, ctx)))
+    return found if isinstance(found, Entry) else None
+
+
+async def _fetch(
+    ctx: RequestContext, spec: CacheSpec, base: str, stale: Entry | None, *, private: bool
+) -> GatewayResponse:
+    """One upstream call per key at a time: lead it, or wait for the one in flight."""
+    loop = asyncio.get_running_loop()
+    wait = settings.PORTIER_CACHE_COALESCE_WAIT
+    flight = _flights.get((loop, base))
+    if flight is not None and wait:
+        try:
+            entry = await asyncio.wait_for(asyncio.shield(flight), wait)
+        except TimeoutError:
+            entry = None
+        if entry is not None:
+            return _served(entry, ctx, "HIT", time.time(), private=private)
+        return await _forward_and_store(ctx, spec, base, stale, None, private=private)
+    lock = base + ":lock"
+    if wait and not await store_add(lock, b"1", _LOCK_MS):
+        entry = await _wait_elsewhere(base, lock, ctx, loop.time() + wait)
+        if entry is not None:
+            return _served(entry, ctx, "HIT", time.time(), private=private)
+    future: asyncio.Future[Entry | None] = loop.create_future()
+    _flights[loop, base] = future
+    try:
+        return await _forward_and_store(ctx, spec, base, stale, future, private=private)
+    except BaseException:
+        _land(loop, base, future, None)
+        raise
+
+
+async def _wait_elsewhere(
+    base: str, lock: str, ctx: RequestContext, deadline: float
+) -> Entry | None:
+    """Another process is fetching this key: poll for its entry while its lock stands."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < deadline:
+        await asyncio.sleep(_POLL)
+        entry = await _lookup(base, ctx)
+        if entry is not None and time.time() < entry.fresh_until:
+            return entry
+        if await store_get(lock) is None:  # it is done, and stored nothing usable
+            return None
+    return None
+
+
+def _land(
+    loop: asyncio.AbstractEventLoop,
+    base: str,
+    future: asyncio.Future[Entry | None] | None,
+    entry: Entry | None,
+) -> None:
+    """End a flight: its waiters get the entry (or None: ask the upstream themselves)."""
+    if future is None:
+        return
+    if _flights.get((loop, base)) is future:
+        del _flights[loop, base]
+    if not future.done():
+        future.set_result(entry)
+    if entry is None:
+        _later(store_delete(base + ":lock"))
+
+
+async def _forward_and_store(
+    ctx: RequestContext,
+    spec: CacheSpec,
+    base: str,
+    stale: Entry | None,
+    future: asyncio.Future[Entry | None] | None,
+    *,
+    private: bool,
+) -> GatewayResponse:
+    ctx.cache_result = "MISS"
+    ctx.upstream_headers = [h for h in ctx.upstream_headers if h[0] not in _CONDITIONAL]
+    usable = stale if stale is not None and time.time() <= stale.stale_until else None
+    loop = asyncio.get_running_loop()
+    try:
+        response = await forward(ctx)
+    except GatewayError as exc:
+        if usable is not None and exc.status in _UPSTREAM_FAILED:
+            _land(loop, base, future, None)
+            return _served(usable, ctx, "STALE", time.time(), private=private)
+        raise
+    if usable is not None and response.status in _UPSTREAM_FAILED:
+        if response.close is not None:
+            await response.close()
+        _land(loop, base, future, None)
+        return _served(usable, ctx, "STALE", time.time(), private=private)
+    rules = fresh_seconds(spec, response.status, response.headers)
+    if rules is None or response.stream is None or _too_long(response.headers, spec):
+        _land(loop, base, future, None)
+        return _marked(response, b"MISS", private=private)
+    ttl, vary = rules
+    headers = stored_headers(response.headers, ctx.response_headers)
+    response.stream = _kept(response.stream, ctx, spec, base, future, headers, ttl, vary)
+    return _marked(response, b"MISS", private=private)
+
+
+def _too_long(headers: Headers, spec: CacheSpec) -> bool:
+    for name, value in headers:
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > spec.max_entry_bytes
+    return False
+
+
+async def _kept(
+    stream: AsyncIterator[bytes],
+    ctx: RequestContext,
+    spec: CacheSpec,
+    base: str,
+    future: asyncio.Future[Entry | None] | None,
+    headers: Headers,
+    ttl: int,
+    vary: list[str],
+) -> AsyncIterator[bytes]:
+    """The answer as it streams to the client, with a copy kept to store once it is whole."""
+    loop = asyncio.get_running_loop()
+    held: list[bytes] | None = []
+    size = 0
+    entry: Entry | None = None
+    try:
+        async for chunk in stream:
+            if held is not None:
+                size += len(chunk)
+                if size > spec.max_entry_bytes:
+                    held = None  # too large to keep: streamed through, never stored
+                else:
+                    held.append(chunk)
+            yield chunk
+        if held is not None:
+            body = b"".join(held)
+            now = time.time()
+            etag = next((v for n, v in headers if n == b"etag"), None) or strong_etag(body)
+            entry = Entry(
+                status=ctx.upstream_status or 200,
+                headers=headers,
+                body=body,
+                etag=etag,
+                stored_at=now,
+                fresh_until=now + ttl,
+                stale_until=now + ttl + spec.stale_if_error,
+            )
+            _later(_store(base, entry, ttl + spec.stale_if_error, vary, ctx))
+    finally:
+        if future is not None and not future.done():
+            if _flights.get((loop, base)) is future:
+                del _flights[loop, base]
+            future.set_result(entry)
+        if entry is None and future is not None:
+            _later(store_delete(base + ":lock"))
+
+
+def _later(work: Coroutine[Any, Any, None]) -> None:
+    """Run after the answer, holding a reference so the task is not collected half done."""
+    task = asyncio.get_running_loop().create_task(work)
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
+async def _store(
+    base: str, entry: Entry, seconds: int, vary: list[str], ctx: RequestContext
+) -> None:
+    """Write the entry (and, under an upstream Vary, the names at the base key), then let the
+    other processes' waiters go."""
+    try:
+        if vary:
+            await store_set(base, encode_vary(vary), seconds)
+            await store_set(variant_key(base, vary, ctx), encode_entry(entry), seconds)
+        else:
+            await store_set(base, encode_entry(entry), seconds)
+    finally:
+        await store_delete(base + ":lock")
+
+
+def _served(
+    entry: Entry, ctx: RequestContext, result: str, now: float, *, private: bool
+) -> GatewayResponse:
+    """An answer from an entry: per-request headers written afresh, or 304."""
+    ctx.cache_result = result
+    ctx.upstream_status = None
+    tail = [
+        (b"age", entry.age(now)),
+        (b"x-cache", result.encode()),
+        (b"x-request-id", ctx.request_id.encode()),
+        *ctx.response_headers,
+    ]
+    unchanged = not_modified(entry, ctx) if result == "HIT" else None
+    if unchanged is not None:
+        return _marked_private(
+            GatewayResponse(304, unchanged + tail, stream=_body(b"", ctx)), private
+        )
+    headers = list(entry.headers)
+    if not any(name == b"etag" for name, _ in headers):
+        headers.append((b"etag", entry.etag))
+    body = b"" if ctx.method == "HEAD" else entry.body
+    response = GatewayResponse(entry.status, headers + tail, stream=_body(body, ctx))
+    return _marked_private(response, private)
+
+
+async def _body(body: bytes, ctx: RequestContext) -> AsyncIterator[bytes]:
+    if body:
+        ctx.bytes_out += len(body)
+        yield body
+
+
+def _marked(response: GatewayResponse, result: bytes, *, private: bool) -> GatewayResponse:
+    if response.error_code is None:
+        response.headers = [*response.headers, (b"x-cache", result)]
+    return _marked_private(response, private)
+
+
+def _marked_private(response: GatewayResponse, private: bool) -> GatewayResponse:
+    """An answer to a caller with credentials says so to any cache past the gateway."""
+    if (
+        private
+        and response.error_code is None
+        and not any(name == b"cache-control" for name, _ in response.headers)
+    ):
+        response.headers = [*response.headers, (b"cache-control", b"private")]
+    return response
