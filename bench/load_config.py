@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def load(upstream_url: str) -> None:
     from django.db import transaction
 
-    from bench.scenarios import EDGE_CORS, EDGE_TRANSFORM, ROUTES
+    from bench.scenarios import BENCH_CACHE, EDGE_CORS, EDGE_TRANSFORM, ROUTES
     from bench.upstream import ENDPOINTS
     from routing.config.publish import config_publish
     from routing.models import RateLimitTier, RolePolicy, Route, Service, Target
@@ -52,6 +52,7 @@ def load(upstream_url: str) -> None:
                 rate_limit_tier=tier,
                 cors=EDGE_CORS if spec.edge else None,
                 transform=EDGE_TRANSFORM if spec.edge else {},
+                cache=BENCH_CACHE if spec.cache else None,
             )
             route.full_clean()
             route.save()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "BENCH_CACHE",
     "EDGE_CORS",
     "EDGE_ORIGIN",
     "EDGE_TRANSFORM",
@@ -32,6 +33,7 @@ class BenchRoute:
     policy: str | None = None  # RolePolicy.Kind value; None = public
     tier_rate: str | None = None  # RateLimitTier rate, high enough never to trip
     edge: bool = False  # a typical browser-facing route: CORS and two header transforms
+    cache: bool = False  # answers kept in the shared response cache (BENCH_CACHE)
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,11 @@ ROUTES: tuple[BenchRoute, ...] = (
         tier_rate="1000000000/m",
         edge=True,
     ),
+    BenchRoute("bench-cached", "/cached/small", "small", cache=True),
 )
 
+# The bench-cached route's cache: every request after the first is a hit.
+BENCH_CACHE = {"ttl": 3600}
 # The bench-edge route's edge options (docs/configuration.md spells them).
 EDGE_ORIGIN = "https://app.example.com"
 EDGE_CORS = {"origins": [EDGE_ORIGIN], "credentials": True, "max_age": 600}
@@ -82,6 +87,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("jwt-rl-c50", "bench-jwt-rl", 50, token="user"),
     Scenario("admin-audit-c50", "bench-audited", 50, token="admin"),
     Scenario("jwt-rl-edge-c50", "bench-edge", 50, token="user", origin=EDGE_ORIGIN),
+    Scenario("cache-hit-c50", "bench-cached", 50),
 )
 
 
