@@ -9,21 +9,25 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import Count, Q, QuerySet
 from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.urls import reverse
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+from django.views.decorators.http import require_POST
 
 from audit.admin import ConfigChangeAdmin
 from routing import dataplane
+from routing.cache_purge import purge_route_cache
 from routing.config.holder import holder
 from routing.config.spec import ServiceSpec
 from routing.models import (
@@ -35,8 +39,11 @@ from routing.models import (
     Service,
     Target,
 )
+from routing.observe import traffic_stats
 from routing.observe.service_health import service_report
 from routing.rules import policy_roles_problem, route_service_problem, service_upstream_problem
+
+logger = logging.getLogger("portier.traffic")
 
 # Upstreams are mostly plain http inside a network; Django 6 would assume https otherwise.
 URL_AS_HTTP = {models.URLField: {"assume_scheme": "http"}}
@@ -324,6 +331,15 @@ class RouteForm(forms.ModelForm):
 
 
 EDGE_FIELDSET = "Edge: transforms, CORS, security headers, HTTPS, IP lists, compression"
+CACHE_FIELDSET = "Response cache"
+
+
+def purge_message(count: int) -> str:
+    routes = "1 route" if count == 1 else f"{count} routes"
+    return (
+        f"Purged the cached answers of {routes}: every gateway instance stops serving them as "
+        "soon as it loads the new configuration version."
+    )
 
 
 @admin.register(Route)
@@ -344,9 +360,11 @@ class RouteAdmin(JsonAsText, admin.ModelAdmin):
     search_fields = ("name", "path", "hosts", "service__name")
     list_select_related = ("service", "role_policy", "rate_limit_tier")
     list_editable = ("enabled",)
-    readonly_fields = ("created_at", "updated_at")
+    readonly_fields = ("cache_generation", "cache_hit_ratio", "created_at", "updated_at")
     autocomplete_fields = ("service",)
     inlines = (RouteTierOverrideInline,)
+    actions = ("purge_cached_answers",)
+    change_form_template = "admin/routing/route/change_form.html"
     fieldsets = (
         (None, {"fields": ("name", "service", "enabled", "priority")}),
         ("Match", {"fields": ("match_type", "path", "methods", "hosts", "header_matches")}),
@@ -383,6 +401,15 @@ class RouteAdmin(JsonAsText, admin.ModelAdmin):
                 ),
             },
         ),
+        (
+            CACHE_FIELDSET,
+            {
+                "description": "Empty: answers are not cached. Purging (the button above, or "
+                "the route list's action) bumps the generation: answers cached before are never "
+                "served again.",
+                "fields": ("cache", "cache_generation", "cache_hit_ratio"),
+            },
+        ),
         ("History", {"fields": ("created_at", "updated_at")}),
     )
 
@@ -401,6 +428,48 @@ class RouteAdmin(JsonAsText, admin.ModelAdmin):
     @admin.display(description="hosts")
     def hosts_display(self, obj: Route) -> str:
         return obj.hosts or "any"
+
+    @admin.display(description="Cache hit ratio (last 15 min)")
+    def cache_hit_ratio(self, obj: Route) -> str:
+        """From the traffic summary in the cache (routing.observe.traffic_stats), every gateway
+        process's counts summed: never from the database."""
+        if obj.pk is None:
+            return "Shown once the route is saved."
+        try:
+            found = traffic_stats.summary(routes=[obj.name], window=traffic_stats.CACHE_WINDOW)
+        except Exception as exc:  # the cache is down: the page still opens
+            logger.warning("traffic summary unavailable: %s", exc)
+            return "Unknown: the cache did not answer."
+        row = next((r for r in found.routes if r.route == obj.name), None)
+        if row is None or row.cache_hit_ratio is None:
+            return "No cache lookups in the last 15 minutes."
+        return f"{row.cache_hit_ratio:.1f}% ({row.cache_hits} hits of {row.cache_lookups} lookups)"
+
+    @admin.action(description="Purge cached answers", permissions=["change"])
+    def purge_cached_answers(self, request: HttpRequest, queryset: QuerySet[Route]) -> None:
+        count = 0
+        with transaction.atomic():  # one configuration version for them all
+            for route in queryset:
+                purge_route_cache(route)
+                count += 1
+        self.message_user(request, purge_message(count), messages.SUCCESS)
+
+    def get_urls(self) -> list[URLPattern]:
+        purge = path(
+            "<int:pk>/purge-cache/",
+            self.admin_site.admin_view(require_POST(self.purge_cache_view)),
+            name="routing_route_purge_cache",
+        )
+        return [purge, *super().get_urls()]
+
+    def purge_cache_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The button on a route's page: POST only (a link could be followed by accident)."""
+        route = get_object_or_404(Route, pk=pk)
+        if not self.has_change_permission(request, route):
+            raise PermissionDenied
+        purge_route_cache(route)
+        self.message_user(request, purge_message(1), messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:routing_route_change", args=[pk]))
 
 
 class RolePolicyForm(forms.ModelForm):

@@ -7,6 +7,7 @@ view that every process loads from the cache.
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -464,6 +465,18 @@ class Route(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Only a purge (routing.cache_purge) writes cache_generation: a form or document that
+        # loaded the route before a purge must not write the older generation back, which
+        # would make the purged entries reachable again.
+        if not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name
+                for f in self._meta.concrete_fields
+                if not f.primary_key and f.name != "cache_generation"
+            ]
+        super().save(*args, **kwargs)
 
     def host_list(self) -> list[str]:
         return [h.lower() for h in split_csv(self.hosts)]

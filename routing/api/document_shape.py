@@ -18,6 +18,7 @@ from routing.api.document_spellings import (
     ADDRESSES,
     BOOL,
     BOOL_OR_NULL,
+    CACHE_OR_NULL,
     HEADERS,
     INT,
     INT_OR_NULL,
@@ -185,6 +186,9 @@ ROUTE_EDGE_FIELDS = (
     Field("compression", "compression", BOOL_OR_NULL),
     Field("ip_allow", "ip_allow", ADDRESSES),
     Field("ip_deny", "ip_deny", ADDRESSES),
+    # The response cache (routing.config.cache). Its `cache_generation` (bumped by a purge) is
+    # state, not configuration: never exported nor accepted, and an import leaves it alone.
+    Field("cache", "cache", CACHE_OR_NULL),
 )
 
 _NAME_OR_NULL = Spelling("a name or null", lambda v: v is None or isinstance(v, str), as_is, as_is)

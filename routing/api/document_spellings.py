@@ -16,6 +16,7 @@ __all__ = [
     "ADDRESSES",
     "BOOL",
     "BOOL_OR_NULL",
+    "CACHE_OR_NULL",
     "CORS_OR_NULL",
     "HEADERS",
     "INT",
@@ -196,4 +197,10 @@ ADDRESSES = Spelling(
     lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
     list,
     list,
+)
+CACHE_OR_NULL = Spelling(
+    f"a mapping of response cache settings {_AS_JSON} or null (answers not cached)",
+    lambda v: v is None or _json_mapping(v),
+    _json_copy,
+    _json_copy,
 )

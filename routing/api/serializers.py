@@ -33,6 +33,7 @@ from routing.rules import policy_roles_problem, route_service_problem, service_u
 __all__ = [
     "ApiKeySerializer",
     "AuditEntrySerializer",
+    "CachePurgeSerializer",
     "DefaultsSerializer",
     "PolicySerializer",
     "RouteSerializer",
@@ -298,10 +299,13 @@ class RouteSerializer(CleanModelSerializer):
             "tiers_by_role",
             "audit",
             *ROUTE_EDGE_FIELDS,
+            "cache",
+            "cache_generation",
             "created_at",
             "updated_at",
         ]
-        read_only_fields = ["created_at", "updated_at"]
+        # cache_generation is bumped by POST .../purge-cache only (routing.cache_purge).
+        read_only_fields = ["cache_generation", "created_at", "updated_at"]
 
     def to_representation(self, route: Route) -> dict[str, Any]:
         data = super().to_representation(route)
@@ -354,6 +358,15 @@ class RouteSerializer(CleanModelSerializer):
             override.tier = tier
             full_clean(override, prefix="tiers_by_role.")
             override.save()
+
+
+class CachePurgeSerializer(serializers.Serializer):
+    """The answer of POST /admin/api/routes/{name}/purge-cache."""
+
+    route = serializers.CharField(read_only=True, help_text="The route's name.")
+    cache_generation = serializers.IntegerField(
+        read_only=True, help_text="The route's new generation: no answer cached before is served."
+    )
 
 
 class DefaultsSerializer(CleanModelSerializer):

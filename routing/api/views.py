@@ -1,6 +1,7 @@
 """The management API's resources: services, routes, policies, tiers, API keys and the audit
 trail, by name where a name is the natural key (`/admin/api/routes/users`), and the gateway-wide
-defaults, one object at `/admin/api/defaults`.
+defaults, one object at `/admin/api/defaults`. `POST /admin/api/routes/{name}/purge-cache` purges a
+route's cached answers (routing.cache_purge; the change permission on routes).
 
 Each write runs in one transaction, so routing.signals publishes one configuration version for
 it, and simple_history records it with the API caller as the history user.
@@ -17,6 +18,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import get_object_or_404
 from rest_framework.pagination import PageNumberPagination
@@ -31,6 +33,7 @@ from routing.api import serializers
 from routing.api.authentication import AdminSessionAuthentication, UserCredentialsAuthentication
 from routing.api.concurrency import etag_of, require_current
 from routing.api.permissions import ModelPermissions
+from routing.cache_purge import purge_route_cache
 from routing.models import GatewayDefaults, RateLimitTier, RolePolicy, Route, Service
 
 __all__ = [
@@ -58,6 +61,12 @@ class Pages(PageNumberPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+
+class ChangePermission(ModelPermissions):
+    """An action that changes an object without creating one (a POST): the change permission."""
+
+    perms_map = {**ModelPermissions.perms_map, "POST": ["%(app_label)s.change_%(model_name)s"]}
 
 
 class InUse(APIException):
@@ -174,6 +183,28 @@ class RouteViewSet(ConfigViewSet):
                 Q(name__icontains=params["search"]) | Q(path__icontains=params["search"])
             )
         return _filter_common(self.request, queryset.order_by("name"), search=False)
+
+    @extend_schema(
+        request=None,
+        responses={200: serializers.CachePurgeSerializer},
+        description="Purge the route's cached answers on every gateway instance: bumps its "
+        "cache_generation, which publishes a new configuration version and records a history "
+        "entry naming the caller. Needs the change permission on routes.",
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="purge-cache",
+        permission_classes=[ChangePermission],
+    )
+    def purge_cache(self, request: Request, name: str | None = None) -> Response:
+        route = get_object_or_404(Route.objects.all(), name=name)
+        self.check_object_permissions(request, route)
+        generation = purge_route_cache(route)
+        data = serializers.CachePurgeSerializer(
+            {"route": route.name, "cache_generation": generation}
+        ).data
+        return Response(data)
 
 
 @filters("kind", "role", "search")

@@ -93,6 +93,13 @@ UPSTREAM_ERRORS_TOTAL = Counter(
     "Requests the gateway answered itself because the service failed or was at capacity.",
     ["service", "kind"],
 )
+CACHE_REQUESTS = Counter(
+    "portier_cache_requests",
+    "Requests on caching routes by what the response cache did: hit (served fresh), miss "
+    "(forwarded, maybe stored), stale (served past freshness: the upstream failed) or bypass "
+    "(not cacheable: method, credentials, the request's Cache-Control).",
+    ["route", "result"],
+)
 IN_FLIGHT = Gauge(
     "portier_requests_in_flight",
     "Proxied requests being handled now (all worker processes).",
@@ -101,12 +108,23 @@ IN_FLIGHT = Gauge(
 
 _auth_children = {code: AUTH_FAILURES_TOTAL.labels(code) for code in AUTH_FAILURES}
 _tier_children: dict[str, Counter] = {}
+# The context's cache_result -> the label value; anything else is not counted (bounded labels).
+_CACHE_RESULTS = {"HIT": "hit", "MISS": "miss", "BYPASS": "bypass", "STALE": "stale"}
 
 
 class _RouteSeries:
     """The label children of one (route, service) pair, made once and reused by every request."""
 
-    __slots__ = ("bytes_in", "bytes_out", "duration", "errors", "requests", "route", "service")
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "cache",
+        "duration",
+        "errors",
+        "requests",
+        "route",
+        "service",
+    )
 
     def __init__(self, route: str, service: str) -> None:
         self.route = route
@@ -116,6 +134,7 @@ class _RouteSeries:
         self.bytes_in = BODY_BYTES.labels(route, service, "in")
         self.bytes_out = BODY_BYTES.labels(route, service, "out")
         self.errors: dict[str, Counter] = {}
+        self.cache: dict[str, Counter] = {}  # by the context's cache_result
 
     def requests_child(self, method: str, status_class: int) -> Counter:
         child = REQUESTS.labels(self.route, self.service, method, f"{status_class}xx")
@@ -124,6 +143,13 @@ class _RouteSeries:
 
     def errors_child(self, kind: str) -> Counter:
         child = self.errors[kind] = UPSTREAM_ERRORS_TOTAL.labels(self.service, kind)
+        return child
+
+    def cache_child(self, result: str) -> Counter | None:
+        label = _CACHE_RESULTS.get(result)
+        if label is None:
+            return None
+        child = self.cache[result] = CACHE_REQUESTS.labels(self.route, label)
         return child
 
 
@@ -156,6 +182,10 @@ def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float
         if upstream is None:
             upstream = _upstream_children[series.service] = UPSTREAM_DURATION.labels(series.service)
         upstream.observe(ctx.upstream_seconds)
+    if ctx.cache_result:
+        cached = series.cache.get(ctx.cache_result) or series.cache_child(ctx.cache_result)
+        if cached is not None:
+            cached.inc()
     if error_code is not None:
         _count_error(series, ctx, error_code)
 

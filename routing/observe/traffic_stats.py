@@ -3,13 +3,16 @@ the cache, never read from the audit table or the database.
 
 Each finished request adds to this process's counters (`request_finished`, on the event loop, no
 I/O): per route and per wall-clock minute, the requests, the errors (status 500 and above: the
-gateway's own failures and the upstreams') and a latency histogram with fixed buckets. The health
+gateway's own failures and the upstreams'), a latency histogram with fixed buckets, and on a
+caching route its cache hits and lookups (every request the response cache decided on: HIT, MISS,
+STALE or BYPASS). The health
 monitor thread moves those counts into the cache every tick (`flush`); each process adds its own,
 so the cache holds the sum over every gateway process. The admin index reads the last minutes back
 (`summary`).
 
 With Redis: one hash per minute, `traffic:<minute>`, with the fields `n:<route>` (requests),
-`e:<route>` (errors) and `<bucket>:<route>` (latency histogram), added to with HINCRBY in one
+`e:<route>` (errors), `<bucket>:<route>` (latency histogram), `h:<route>` (cache hits) and
+`c:<route>` (cache lookups), added to with HINCRBY in one
 MULTI per flush and read with one HGETALL per minute. Other caches (LocMem, in the embedded
 single-process mode) hold one integer per field, `traffic:<minute>:<route>:<field>`, created with
 `cache.add` and added to with `cache.incr`; they cannot list their keys, so the summary asks for
@@ -34,6 +37,7 @@ from routing.proxy.context import RequestContext
 
 __all__ = [
     "BOUNDS_MS",
+    "CACHE_WINDOW",
     "NO_ROUTE",
     "WINDOW",
     "Counters",
@@ -55,9 +59,16 @@ BOUNDS_MS: tuple[float, ...] = (
     *(1, 2, 3, 5, 7.5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750),
     *(1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 60_000),
 )
-# One row of counts: requests, errors, then the histogram's buckets.
-WIDTH = 2 + len(BOUNDS_MS) + 1
+# One row of counts: requests, errors, the histogram's buckets, then cache hits and lookups.
+BUCKETS = len(BOUNDS_MS) + 1
+HITS = 2 + BUCKETS
+LOOKUPS = HITS + 1
+WIDTH = LOOKUPS + 1
 WINDOW = 5  # complete minutes the summary covers, before the current one
+# The route page's cache hit ratio: the current minute and the 14 before it (15 minutes), all
+# still in the cache (TTL), whichever backend wrote them.
+CACHE_WINDOW = 14
+_CACHE_RESULTS = {"HIT": True, "MISS": False, "STALE": False, "BYPASS": False}
 KEEP = 10  # minutes of counts a process holds while the cache is unreachable
 TTL = 15 * 60  # seconds a minute's entries live (Redis: after the last write; others: the first)
 KEY = "traffic:{}"
@@ -75,8 +86,11 @@ class Counters:
         self._rows: dict[tuple[int, str], list[int]] = {}
         self._minute = 0  # the newest minute counted: older rows are pruned when it changes
 
-    def add(self, route: str, status: int, seconds: float, now: float) -> None:
+    def add(
+        self, route: str, status: int, seconds: float, now: float, cache_result: str = ""
+    ) -> None:
         key = (int(now // 60), route)
+        hit = _CACHE_RESULTS.get(cache_result)  # None: the cache did not look
         bucket = 2 + bisect_left(BOUNDS_MS, seconds * 1000.0)
         with self._lock:
             row = self._rows.get(key)
@@ -90,6 +104,10 @@ class Counters:
             if status >= 500:
                 row[1] += 1
             row[bucket] += 1
+            if hit is not None:
+                row[LOOKUPS] += 1
+                if hit:
+                    row[HITS] += 1
 
     def take(self) -> dict[tuple[int, str], list[int]]:
         """Everything counted so far, leaving nothing behind."""
@@ -123,7 +141,7 @@ _failing = False  # the last flush failed: its warning is logged, not repeated e
 def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float) -> None:
     """Count one request, once its answer was sent (stage 7, record)."""
     route = ctx.route.name if ctx.route is not None else NO_ROUTE
-    counters.add(route, ctx.status, elapsed, time.time())
+    counters.add(route, ctx.status, elapsed, time.time(), ctx.cache_result)
 
 
 def flush(*, source: Counters | None = None, cache: BaseCache | None = None) -> int:
@@ -160,18 +178,27 @@ def _redis_client(cache: BaseCache) -> Any | None:
     return get_client(write=True) if get_client is not None else None
 
 
+# Field names of the row's counts that are not histogram buckets (those are named by number).
+_NAMED = {0: "n", 1: "e", HITS: "h", LOOKUPS: "c"}
+_NAMED_INDEX = {name: index for index, name in _NAMED.items()}
+
+
+def _field_name(index: int) -> str:
+    return _NAMED.get(index) or str(index - 2)
+
+
 def _fields(row: Sequence[int]) -> Iterable[tuple[int, str, int]]:
     """The row's non-zero counts as (index in the row, field name, count)."""
     for i, n in enumerate(row):
         if n:
-            yield i, "n" if i == 0 else "e" if i == 1 else str(i - 2), n
+            yield i, _field_name(i), n
 
 
 def _index(name: str) -> int | None:
     """Where a field name's count goes in a row (None: not a field of this version)."""
-    if name in ("n", "e"):
-        return 0 if name == "n" else 1
-    return 2 + int(name) if name.isdigit() and int(name) < WIDTH - 2 else None
+    if name in _NAMED_INDEX:
+        return _NAMED_INDEX[name]
+    return 2 + int(name) if name.isdigit() and int(name) < BUCKETS else None
 
 
 def _write_hashes(cache: BaseCache, client: Any, rows: dict[tuple[int, str], list[int]]) -> None:
@@ -210,10 +237,17 @@ class RouteTraffic:
     per_minute: tuple[int, ...]  # requests in each minute of the window, oldest first
     errors: int
     histogram: tuple[int, ...]
+    cache_hits: int = 0  # answers the response cache served fresh (HIT)
+    cache_lookups: int = 0  # requests the response cache decided on (HIT, MISS, STALE, BYPASS)
 
     @property
     def requests(self) -> int:
         return sum(self.per_minute)
+
+    @property
+    def cache_hit_ratio(self) -> float | None:
+        """Hits as a percentage of the cache lookups; None without lookups."""
+        return 100.0 * self.cache_hits / self.cache_lookups if self.cache_lookups else None
 
     @property
     def error_rate(self) -> float:
@@ -257,14 +291,17 @@ def summary(
     routes: Iterable[str] = (),
     now: float | None = None,
     cache: BaseCache | None = None,
+    window: int = WINDOW,
 ) -> TrafficSummary:
     """Read the window back from the cache: one round trip with Redis.
 
-    `routes` names the routes to look for when the cache cannot list what it holds (not Redis).
+    `routes` names the routes to look for when the cache cannot list what it holds (not Redis);
+    `window` is the complete minutes before the current one (at most CACHE_WINDOW: older ones
+    may have expired).
     """
     cache = default_cache if cache is None else cache
     current = int((time.time() if now is None else now) // 60)
-    minutes = tuple(range(current - WINDOW, current + 1))
+    minutes = tuple(range(current - window, current + 1))
     client = _redis_client(cache)
     if client is not None:
         counts = _read_hashes(cache, client, minutes)
@@ -281,7 +318,9 @@ def summary(
                 route=route,
                 per_minute=per_minute,
                 errors=sum(r[1] for r in found),
-                histogram=_column_sums([r[2:] for r in found], WIDTH - 2),
+                histogram=_column_sums([r[2:HITS] for r in found], BUCKETS),
+                cache_hits=sum(r[HITS] for r in found),
+                cache_lookups=sum(r[LOOKUPS] for r in found),
             )
         )
     rows.sort(key=lambda r: (-r.requests, r.route))
@@ -289,7 +328,9 @@ def summary(
         route="",
         per_minute=_column_sums([r.per_minute for r in rows], len(minutes)),
         errors=sum(r.errors for r in rows),
-        histogram=_column_sums([r.histogram for r in rows], WIDTH - 2),
+        histogram=_column_sums([r.histogram for r in rows], BUCKETS),
+        cache_hits=sum(r.cache_hits for r in rows),
+        cache_lookups=sum(r.cache_lookups for r in rows),
     )
     return TrafficSummary(minutes=minutes, routes=tuple(rows), total=total)
 
@@ -320,11 +361,11 @@ def _read_hashes(
 def _read_keys(
     cache: BaseCache, minutes: Sequence[int], routes: Sequence[str]
 ) -> dict[str, dict[int, list[int]]]:
-    # Two reads: the request counts, then errors and histograms of the rows that have some.
+    # Two reads: the request counts, then the other counts of the rows that have some.
     wanted = {_field_key(m, r, "n"): (m, r) for m in minutes for r in routes}
     busy = {wanted[k]: n for k, n in cache.get_many(list(wanted)).items() if n}
-    fields = ["e", *(str(i) for i in range(WIDTH - 2))]
-    keys = {_field_key(m, r, f): (m, r, i) for m, r in busy for i, f in enumerate(fields, 1)}
+    fields = [(i, _field_name(i)) for i in range(1, WIDTH)]
+    keys = {_field_key(m, r, f): (m, r, i) for m, r in busy for i, f in fields}
     counts: dict[str, dict[int, list[int]]] = {}
     for (m, r), n in busy.items():
         counts.setdefault(r, {})[m] = [n] + [0] * (WIDTH - 1)

@@ -198,3 +198,19 @@ def test_it_requires_a_header_name_for_a_header_keyed_tier():
     assert errors(tier) == {"header_name": ["A header-keyed tier needs a header name."]}
     tier.header_name = "X-Tenant"
     assert errors(tier) == {}
+
+
+def test_a_route_saved_from_a_copy_loaded_before_a_purge_keeps_the_purge(service) -> None:
+    from routing.cache_purge import purge_route_cache
+
+    Target.objects.create(service=service, url="http://127.0.0.1:9")
+    saved = route(service, cache={"ttl": 60})
+    saved.save()
+    loaded_before = Route.objects.get(pk=saved.pk)  # an admin form opened before the purge
+
+    assert purge_route_cache(saved) == 1
+    loaded_before.priority = 5
+    loaded_before.save()
+
+    fresh = Route.objects.get(pk=saved.pk)
+    assert (fresh.priority, fresh.cache_generation) == (5, 1)
