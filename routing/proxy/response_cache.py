@@ -80,7 +80,8 @@ def _query(spec: CacheSpec, query: bytes) -> bytes:
         decoded = unquote_plus(name.decode("latin-1"))
         if spec.vary_query is None or decoded in spec.vary_query:
             pairs.append((decoded, unquote_plus(value.decode("latin-1"))))
-    return json.dumps(sorted(pairs)).encode()
+    # By name only: a repeated parameter's values keep their order (?sort=a&sort=b is a list).
+    return json.dumps(sorted(pairs, key=lambda pair: pair[0])).encode()
 
 
 def variant_key(base: str, names: list[str], ctx: RequestContext) -> str:
@@ -97,6 +98,7 @@ def fresh_seconds(spec: CacheSpec, status: int, headers: Headers) -> tuple[int, 
     directives: dict[str, str] = {}
     vary: list[str] = []
     expires: bytes | None = None
+    age = 0
     encoded = False
     for name, value in headers:
         if name == b"set-cookie" or name == b"content-range":
@@ -109,6 +111,8 @@ def fresh_seconds(spec: CacheSpec, status: int, headers: Headers) -> tuple[int, 
             vary += [v.strip().lower() for v in value.decode("latin-1").split(",") if v.strip()]
         elif name == b"expires":
             expires = value
+        elif name == b"age":
+            age = _seconds(value.decode("latin-1").strip())
         elif name == b"content-encoding":
             encoded = value.strip().lower() not in (b"", b"identity")
     if {"no-store", "private", "no-cache"} & directives.keys() or "*" in vary:
@@ -119,6 +123,8 @@ def fresh_seconds(spec: CacheSpec, status: int, headers: Headers) -> tuple[int, 
     limit = _seconds(directives.get("s-maxage")) if "s-maxage" in directives else None
     if limit is None and "max-age" in directives:
         limit = _seconds(directives["max-age"])
+    if limit is not None:
+        limit -= age  # the time an upstream cache already held it (RFC 9111 4.2.3)
     if limit is None and expires is not None:
         limit = _until(expires)
     if limit is not None:

@@ -53,7 +53,10 @@ _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 _UPSTREAM_FAILED = frozenset({500, 502, 503, 504})
 _POLL = 0.025
 _LOCK_MS = 5000
-_Flights = dict[tuple[asyncio.AbstractEventLoop, str], "asyncio.Future[Entry | None]"]
+# A flight lands with the entry, the upstream's Vary names and the key it is stored under (a
+# waiter under that Vary may only take it when its own key is the same), or None.
+_Landed = tuple[Entry, list[str], str] | None
+_Flights = dict[tuple[asyncio.AbstractEventLoop, str], "asyncio.Future[_Landed]"]
 _flights: _Flights = {}
 _background: set[asyncio.Task[None]] = set()  # stores and lock releases the answer outlives
 _BYPASS = object()
@@ -111,7 +114,7 @@ async def _fetch(
     flight = _flights.get((loop, base))
     if flight is not None and wait:
         try:
-            entry = await asyncio.wait_for(asyncio.shield(flight), wait)
+            entry = _taken(await asyncio.wait_for(asyncio.shield(flight), wait), base, ctx)
         except TimeoutError:
             entry = None
         if entry is not None:
@@ -122,13 +125,22 @@ async def _fetch(
         entry = await _wait_elsewhere(base, lock, ctx, loop.time() + wait)
         if entry is not None:
             return _served(entry, ctx, "HIT", time.time(), private=private)
-    future: asyncio.Future[Entry | None] = loop.create_future()
+    future: asyncio.Future[_Landed] = loop.create_future()
     _flights[loop, base] = future
     try:
         return await _forward_and_store(ctx, spec, base, stale, future, private=private)
     except BaseException:
-        _land(loop, base, future, None)
+        _land(loop, base, future)
         raise
+
+
+def _taken(landed: _Landed, base: str, ctx: RequestContext) -> Entry | None:
+    """The flight's entry when it is this request's: under the upstream's Vary, only for the
+    same values of those headers."""
+    if landed is None:
+        return None
+    entry, vary, key = landed
+    return entry if (variant_key(base, vary, ctx) if vary else base) == key else None
 
 
 async def _wait_elsewhere(
@@ -149,18 +161,16 @@ async def _wait_elsewhere(
 def _land(
     loop: asyncio.AbstractEventLoop,
     base: str,
-    future: asyncio.Future[Entry | None] | None,
-    entry: Entry | None,
+    future: asyncio.Future[_Landed] | None,
 ) -> None:
-    """End a flight: its waiters get the entry (or None: ask the upstream themselves)."""
+    """End a flight that stores nothing: its waiters ask the upstream themselves."""
     if future is None:
         return
     if _flights.get((loop, base)) is future:
         del _flights[loop, base]
     if not future.done():
-        future.set_result(entry)
-    if entry is None:
-        _later(store_delete(base + ":lock"))
+        future.set_result(None)
+    _later(store_delete(base + ":lock"))
 
 
 async def _forward_and_store(
@@ -168,7 +178,7 @@ async def _forward_and_store(
     spec: CacheSpec,
     base: str,
     stale: Entry | None,
-    future: asyncio.Future[Entry | None] | None,
+    future: asyncio.Future[_Landed] | None,
     *,
     private: bool,
 ) -> GatewayResponse:
@@ -180,22 +190,82 @@ async def _forward_and_store(
         response = await forward(ctx)
     except GatewayError as exc:
         if usable is not None and exc.status in _UPSTREAM_FAILED:
-            _land(loop, base, future, None)
+            _land(loop, base, future)
             return _served(usable, ctx, "STALE", time.time(), private=private)
         raise
     if usable is not None and response.status in _UPSTREAM_FAILED:
         if response.close is not None:
             await response.close()
-        _land(loop, base, future, None)
+        _land(loop, base, future)
         return _served(usable, ctx, "STALE", time.time(), private=private)
     rules = fresh_seconds(spec, response.status, response.headers)
     if rules is None or response.stream is None or _too_long(response.headers, spec):
-        _land(loop, base, future, None)
+        _land(loop, base, future)
         return _marked(response, b"MISS", private=private)
     ttl, vary = rules
     headers = stored_headers(response.headers, ctx.response_headers)
-    response.stream = _kept(response.stream, ctx, spec, base, future, headers, ttl, vary)
+    kept = _kept(response.stream, ctx, spec, base, future, headers, ttl, vary)
+    if any(name in _CONDITIONAL for name, _ in ctx.headers):
+        return await _conditional_miss(ctx, spec, response, kept, headers, ttl, private=private)
+    response.stream = kept
     return _marked(response, b"MISS", private=private)
+
+
+async def _conditional_miss(
+    ctx: RequestContext,
+    spec: CacheSpec,
+    response: GatewayResponse,
+    kept: AsyncIterator[bytes],
+    headers: Headers,
+    ttl: int,
+    *,
+    private: bool,
+) -> GatewayResponse:
+    """A client that may hold this answer already: read it whole (it fits an entry, or it is
+    streamed on as usual once it does not) to answer 304 when the client's copy matches."""
+    held: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in kept:
+            held.append(chunk)
+            size += len(chunk)
+            if size > spec.max_entry_bytes:
+                response.stream = _chained(held, kept)
+                return _marked(response, b"MISS", private=private)
+    except BaseException:  # the upstream broke off: no answer of its own will be sent to close
+        if response.close is not None:
+            await response.close()
+        raise
+    if response.close is not None:
+        await response.close()
+    status = ctx.upstream_status
+    ctx.bytes_out -= size  # counted again as the answer is sent
+    answer = _served(
+        _entry(ctx, spec, headers, b"".join(held), ttl), ctx, "MISS", time.time(), private=private
+    )
+    ctx.upstream_status = status
+    return answer
+
+
+async def _chained(held: list[bytes], rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    for chunk in held:
+        yield chunk
+    async for chunk in rest:
+        yield chunk
+
+
+def _entry(ctx: RequestContext, spec: CacheSpec, headers: Headers, body: bytes, ttl: int) -> Entry:
+    now = time.time()
+    etag = next((v for n, v in headers if n == b"etag"), None) or strong_etag(body)
+    return Entry(
+        status=ctx.upstream_status or 200,
+        headers=headers,
+        body=body,
+        etag=etag,
+        stored_at=now,
+        fresh_until=now + ttl,
+        stale_until=now + ttl + spec.stale_if_error,
+    )
 
 
 def _too_long(headers: Headers, spec: CacheSpec) -> bool:
@@ -210,7 +280,7 @@ async def _kept(
     ctx: RequestContext,
     spec: CacheSpec,
     base: str,
-    future: asyncio.Future[Entry | None] | None,
+    future: asyncio.Future[_Landed] | None,
     headers: Headers,
     ttl: int,
     vary: list[str],
@@ -230,24 +300,14 @@ async def _kept(
                     held.append(chunk)
             yield chunk
         if held is not None:
-            body = b"".join(held)
-            now = time.time()
-            etag = next((v for n, v in headers if n == b"etag"), None) or strong_etag(body)
-            entry = Entry(
-                status=ctx.upstream_status or 200,
-                headers=headers,
-                body=body,
-                etag=etag,
-                stored_at=now,
-                fresh_until=now + ttl,
-                stale_until=now + ttl + spec.stale_if_error,
-            )
+            entry = _entry(ctx, spec, headers, b"".join(held), ttl)
             _later(_store(base, entry, ttl + spec.stale_if_error, vary, ctx))
     finally:
         if future is not None and not future.done():
             if _flights.get((loop, base)) is future:
                 del _flights[loop, base]
-            future.set_result(entry)
+            key = variant_key(base, vary, ctx) if vary else base
+            future.set_result(None if entry is None else (entry, vary, key))
         if entry is None and future is not None:
             _later(store_delete(base + ":lock"))
 
@@ -286,7 +346,7 @@ def _served(
         (b"x-request-id", ctx.request_id.encode()),
         *ctx.response_headers,
     ]
-    unchanged = not_modified(entry, ctx) if result == "HIT" else None
+    unchanged = not_modified(entry, ctx) if result != "STALE" else None
     if unchanged is not None:
         return _marked_private(
             GatewayResponse(304, unchanged + tail, stream=_body(b"", ctx)), private
@@ -306,8 +366,9 @@ async def _body(body: bytes, ctx: RequestContext) -> AsyncIterator[bytes]:
 
 
 def _marked(response: GatewayResponse, result: bytes, *, private: bool) -> GatewayResponse:
-    if response.error_code is None:
-        response.headers = [*response.headers, (b"x-cache", result)]
+    if response.error_code is None:  # the gateway's word replaces an upstream cache's
+        kept = [h for h in response.headers if h[0] != b"x-cache"]
+        response.headers = [*kept, (b"x-cache", result)]
     return _marked_private(response, private)
 
 

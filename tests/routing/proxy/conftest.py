@@ -59,3 +59,23 @@ def headers_upstream(_headers_server: ServerThread) -> ServerThread:
     app.answers.clear()
     app.calls = 0
     return _headers_server
+
+
+@pytest.fixture(scope="module")
+def _cache_server() -> Iterator[ServerThread]:
+    from tests.routing.proxy.cache_upstream import CacheUpstream
+
+    server = ServerThread(CacheUpstream()).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def cache_upstream(_cache_server: ServerThread) -> ServerThread:
+    """The response cache tests' upstream (tests.routing.proxy.cache_upstream), reset, with no
+    cache entry left from an earlier test (ids of rolled-back routes come back)."""
+    from django.core.cache import cache
+
+    _cache_server.app.reset()
+    cache.delete_pattern("rc:*")
+    return _cache_server
