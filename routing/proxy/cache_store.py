@@ -19,7 +19,13 @@ import redis.asyncio as aioredis
 from django.conf import settings
 from django.core.cache import cache
 
-__all__ = ["close_cache_clients", "store_add", "store_delete", "store_get", "store_set"]
+__all__ = [
+    "close_cache_clients",
+    "store_add",
+    "store_get",
+    "store_release",
+    "store_set",
+]
 
 logger = logging.getLogger("portier.cache")
 
@@ -90,14 +96,22 @@ async def store_add(key: str, value: bytes, milliseconds: int) -> bool:
         return True
 
 
-async def store_delete(key: str) -> None:
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+async def store_release(key: str, token: bytes) -> None:
+    """Delete a lock only while it still holds this token: a lock that expired and was taken
+    by another request is that request's to release."""
     client = _client()
     if client is None:
-        if not settings.REDIS_URL:
+        if not settings.REDIS_URL and cache.get(key) == token:
             cache.delete(key)
         return
     try:
-        await client.delete(cache.make_key(key))
+        await client.eval(_RELEASE, 1, cache.make_key(key), token)
     except Exception as exc:
         _failed(exc)
 

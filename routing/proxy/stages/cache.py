@@ -23,6 +23,7 @@ A route without `cache` goes straight to forward. On one that has it:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
@@ -30,7 +31,7 @@ from typing import Any
 from django.conf import settings
 
 from routing.config.cache import CacheSpec
-from routing.proxy.cache_store import store_add, store_delete, store_get, store_set
+from routing.proxy.cache_store import store_add, store_get, store_release, store_set
 from routing.proxy.context import GatewayError, GatewayResponse, Headers, RequestContext
 from routing.proxy.response_cache import (
     Entry,
@@ -119,18 +120,20 @@ async def _fetch(
             entry = None
         if entry is not None:
             return _served(entry, ctx, "HIT", time.time(), private=private)
-        return await _forward_and_store(ctx, spec, base, stale, None, private=private)
+        return await _forward_and_store(ctx, spec, base, stale, None, None, private=private)
     lock = base + ":lock"
-    if wait and not await store_add(lock, b"1", _LOCK_MS):
+    token: bytes | None = os.urandom(8).hex().encode() if wait else None
+    if token is not None and not await store_add(lock, token, _LOCK_MS):
+        token = None  # another process holds it: wait for its entry, then go alone
         entry = await _wait_elsewhere(base, lock, ctx, loop.time() + wait)
         if entry is not None:
             return _served(entry, ctx, "HIT", time.time(), private=private)
     future: asyncio.Future[_Landed] = loop.create_future()
     _flights[loop, base] = future
     try:
-        return await _forward_and_store(ctx, spec, base, stale, future, private=private)
+        return await _forward_and_store(ctx, spec, base, stale, future, token, private=private)
     except BaseException:
-        _land(loop, base, future)
+        _land(loop, base, future, token)
         raise
 
 
@@ -162,6 +165,7 @@ def _land(
     loop: asyncio.AbstractEventLoop,
     base: str,
     future: asyncio.Future[_Landed] | None,
+    token: bytes | None,
 ) -> None:
     """End a flight that stores nothing: its waiters ask the upstream themselves."""
     if future is None:
@@ -170,7 +174,13 @@ def _land(
         del _flights[loop, base]
     if not future.done():
         future.set_result(None)
-    _later(store_delete(base + ":lock"))
+    _release(base, token)
+
+
+def _release(base: str, token: bytes | None) -> None:
+    """Let the other processes' waiters go: only the lock this flight took, never another's."""
+    if token is not None:
+        _later(store_release(base + ":lock", token))
 
 
 async def _forward_and_store(
@@ -179,6 +189,7 @@ async def _forward_and_store(
     base: str,
     stale: Entry | None,
     future: asyncio.Future[_Landed] | None,
+    token: bytes | None,
     *,
     private: bool,
 ) -> GatewayResponse:
@@ -190,21 +201,21 @@ async def _forward_and_store(
         response = await forward(ctx)
     except GatewayError as exc:
         if usable is not None and exc.status in _UPSTREAM_FAILED:
-            _land(loop, base, future)
+            _land(loop, base, future, token)
             return _served(usable, ctx, "STALE", time.time(), private=private)
         raise
     if usable is not None and response.status in _UPSTREAM_FAILED:
         if response.close is not None:
             await response.close()
-        _land(loop, base, future)
+        _land(loop, base, future, token)
         return _served(usable, ctx, "STALE", time.time(), private=private)
     rules = fresh_seconds(spec, response.status, response.headers)
     if rules is None or response.stream is None or _too_long(response.headers, spec):
-        _land(loop, base, future)
+        _land(loop, base, future, token)
         return _marked(response, b"MISS", private=private)
     ttl, vary = rules
     headers = stored_headers(response.headers, ctx.response_headers)
-    kept = _kept(response.stream, ctx, spec, base, future, headers, ttl, vary)
+    kept = _kept(response.stream, ctx, spec, base, (future, token), headers, ttl, vary)
     if any(name in _CONDITIONAL for name, _ in ctx.headers):
         return await _conditional_miss(ctx, spec, response, kept, headers, ttl, private=private)
     response.stream = kept
@@ -280,13 +291,14 @@ async def _kept(
     ctx: RequestContext,
     spec: CacheSpec,
     base: str,
-    future: asyncio.Future[_Landed] | None,
+    flight: tuple[asyncio.Future[_Landed] | None, bytes | None],
     headers: Headers,
     ttl: int,
     vary: list[str],
 ) -> AsyncIterator[bytes]:
     """The answer as it streams to the client, with a copy kept to store once it is whole."""
     loop = asyncio.get_running_loop()
+    future, token = flight
     held: list[bytes] | None = []
     size = 0
     entry: Entry | None = None
@@ -301,15 +313,15 @@ async def _kept(
             yield chunk
         if held is not None:
             entry = _entry(ctx, spec, headers, b"".join(held), ttl)
-            _later(_store(base, entry, ttl + spec.stale_if_error, vary, ctx))
+            _later(_store(base, entry, ttl + spec.stale_if_error, vary, ctx, token))
     finally:
         if future is not None and not future.done():
             if _flights.get((loop, base)) is future:
                 del _flights[loop, base]
             key = variant_key(base, vary, ctx) if vary else base
             future.set_result(None if entry is None else (entry, vary, key))
-        if entry is None and future is not None:
-            _later(store_delete(base + ":lock"))
+        if entry is None:
+            _release(base, token)
 
 
 def _later(work: Coroutine[Any, Any, None]) -> None:
@@ -320,7 +332,12 @@ def _later(work: Coroutine[Any, Any, None]) -> None:
 
 
 async def _store(
-    base: str, entry: Entry, seconds: int, vary: list[str], ctx: RequestContext
+    base: str,
+    entry: Entry,
+    seconds: int,
+    vary: list[str],
+    ctx: RequestContext,
+    token: bytes | None,
 ) -> None:
     """Write the entry (and, under an upstream Vary, the names at the base key), then let the
     other processes' waiters go."""
@@ -331,7 +348,8 @@ async def _store(
         else:
             await store_set(base, encode_entry(entry), seconds)
     finally:
-        await store_delete(base + ":lock")
+        if token is not None:
+            await store_release(base + ":lock", token)
 
 
 def _served(
