@@ -48,5 +48,6 @@ def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float
             "key_prefix": (identity.key_prefix or None) if identity else None,
             "auth_method": identity.method if identity else None,
             "client_ip": ctx.client_ip or None,
+            "cache": ctx.cache_result or None,  # HIT, MISS, BYPASS, STALE on a caching route
         }
     )

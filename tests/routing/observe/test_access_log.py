@@ -46,6 +46,7 @@ FIELDS = {
     "key_prefix",
     "auth_method",
     "client_ip",
+    "cache",
 }
 
 
@@ -284,3 +285,17 @@ def test_a_bad_log_format_stops_the_start(env, message):
 
     assert result.returncode != 0
     assert message in result.stderr
+
+
+def test_a_caching_routes_lines_say_what_the_cache_did(client, upstream, access_log):
+    make_route(make_service("cached", upstream.url), "/cached", cache={"ttl": 60})
+    publish()
+
+    first = client.get("/cached/a")
+    second = client.get("/cached/a")
+    third = client.post("/cached/a", content=b"x")
+
+    assert [r.headers["x-cache"] for r in (first, second, third)] == ["MISS", "HIT", "BYPASS"]
+    lines = access_log.wait(3)
+    assert [line["cache"] for line in lines] == ["MISS", "HIT", "BYPASS"]
+    assert lines[1]["target"] is None and lines[1]["bytes_out"] == len(second.content)
