@@ -4,16 +4,20 @@ proxied routes, read from this process's configuration snapshot.
 
 A preflight is answered here, before sign-in, CSRF or permissions (a browser sends it without
 credentials); a disallowed origin gets 403 origin_not_allowed and no Access-Control-Allow-*
-header. The admin's HTML pages are same-origin only and get none.
+header. Never with Access-Control-Allow-Credentials: the management API accepts the admin's
+session cookie. The admin's HTML pages are same-origin only and get none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from functools import lru_cache
 
 from django.http import HttpRequest, HttpResponse
 from django.utils.cache import patch_vary_headers
 
+from routing.config.edge import CorsSpec
 from routing.config.holder import holder
 from routing.proxy.cors import actual_headers, is_preflight, preflight_headers
 from routing.proxy.errors import json_error, request_id_of
@@ -31,6 +35,7 @@ class GatewayApiCorsMiddleware:
         cors = holder.current.edge.cors
         if cors is None or not request.path.startswith(API_PATHS):
             return self.get_response(request)
+        cors = _without_credentials(cors)
         origin = _header(request, "HTTP_ORIGIN")
         asked = _header(request, "HTTP_ACCESS_CONTROL_REQUEST_METHOD")
         if is_preflight(request.method or "", origin, asked):
@@ -57,6 +62,14 @@ class GatewayApiCorsMiddleware:
             else:
                 response.headers[name.decode()] = value.decode("latin-1")
         return response
+
+
+@lru_cache(maxsize=4)
+def _without_credentials(cors: CorsSpec) -> CorsSpec:
+    """The gateway-wide rules minus credentials: the management API also takes the admin's
+    session cookie, which another site must never be able to spend, even one the proxied
+    routes trust. Bearer tokens and API keys travel in headers and need no credentials mode."""
+    return dataclasses.replace(cors, credentials=False)
 
 
 def _header(request: HttpRequest, key: str) -> bytes | None:

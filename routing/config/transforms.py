@@ -21,7 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from routing.proxy.headers import HOP_BY_HOP, IDENTITY_NAMES, PROXY_NAMES, identity_prefixes
+from routing.proxy.headers import (
+    ALWAYS_DROPPED,
+    HOP_BY_HOP,
+    IDENTITY_NAMES,
+    PROXY_NAMES,
+    identity_prefixes,
+)
 
 __all__ = [
     "FieldRules",
@@ -251,6 +257,7 @@ def guarded_header(name: bytes, side: str, identity_extra: tuple[str, ...] = ())
         return name in _GATEWAY_RESPONSE_HEADERS
     return (
         name in _GATEWAY_REQUEST_HEADERS
+        or name in ALWAYS_DROPPED  # path overrides and httpoxy's Proxy, never sent upstream
         or name in IDENTITY_NAMES
         or name in PROXY_NAMES
         or name.startswith(b"x-forwarded-")

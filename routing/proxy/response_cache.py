@@ -17,9 +17,10 @@ import json
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_to_bytes
 
 from routing.config.cache import CacheSpec
+from routing.proxy.client_ip import client_scheme
 from routing.proxy.context import Headers, RequestContext
 
 __all__ = [
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 CACHEABLE_STATUSES = frozenset({200, 203, 204, 300, 301, 308, 404, 410})
+# Headers the gateway writes upstream that can change the answer (links, redirects).
+_KEYED = (b"host", b"x-forwarded-host", b"x-forwarded-proto")
 _NOT_STORED = frozenset({b"x-request-id", b"set-cookie", b"age", b"x-cache"})
 _NOT_MODIFIED_KEEPS = frozenset(
     {b"etag", b"cache-control", b"expires", b"vary", b"last-modified", b"content-location"}
@@ -62,36 +65,64 @@ def _digest(parts: list[bytes]) -> str:
 
 
 def base_key(spec: CacheSpec, ctx: RequestContext, user: str | None) -> str:
-    """The key of a request before the upstream's own Vary: host, path, the chosen query
-    parameters sorted, the route's vary headers and (per_user) the caller. HEAD shares GET's."""
-    parts = [ctx.host.encode(), ctx.path.encode(), _query(spec, ctx.query_string)]
-    for name in spec.vary_headers:
-        parts.append(name + b"=" + (ctx.header(name) or b""))
+    """The key of a request before the upstream's own Vary: everything that can make the
+    upstream answer differently and is not unique to each request. The client's Host (port
+    included) and scheme; the upstream request's path and query (after the route's transform;
+    only the `vary_query` parameters when listed) and its Host and X-Forwarded-Host/-Proto; the
+    upstream values of the route's vary headers and of every header the route's transform
+    writes (whose placeholders may name the caller or its address); and, with per_user, the
+    caller. HEAD shares GET's."""
+    scheme = client_scheme(ctx.scheme, ctx.peer_ip, ctx.header(b"x-forwarded-proto"))
+    query = ctx.query_string if ctx.upstream_query is None else ctx.upstream_query
+    parts = [
+        scheme.encode(),
+        (ctx.header(b"host") or b"").strip().lower(),
+        ctx.upstream_path.encode(),
+        _query(spec, query),
+        *(name + b"=" + upstream_value(ctx, name) for name in _KEYED),
+        *(name + b"=" + upstream_value(ctx, name) for name in spec.vary_headers),
+    ]
+    rules = ctx.route.transform.request_headers if ctx.route and ctx.route.transform else None
+    if rules is not None:
+        parts += [name + b"=" + upstream_value(ctx, name) for name, _ in (*rules.set, *rules.add)]
     parts.append(b"user=" + user.encode() if user is not None else b"anon")
     return f"rc:{spec.namespace}:{_digest(parts)}"
 
 
+def upstream_value(ctx: RequestContext, name: bytes) -> bytes:
+    """Every value of a header as the upstream receives it, in order."""
+    return b", ".join(value.strip() for key, value in ctx.upstream_headers if key == name)
+
+
 def _query(spec: CacheSpec, query: bytes) -> bytes:
-    pairs = []
+    """The query's parameters by their raw bytes (decoding to text would fold different bytes
+    into one U+FFFD), `?flag` apart from `?flag=`, sorted by name only: a repeated parameter's
+    values keep their order (?sort=a&sort=b is a list)."""
+    listed = None if spec.vary_query is None else {n.encode() for n in spec.vary_query}
+    pairs: list[tuple[bytes, bytes]] = []
     for piece in query.split(b"&"):
         if not piece:
             continue
-        name, _, value = piece.partition(b"=")
-        decoded = unquote_plus(name.decode("latin-1"))
-        if spec.vary_query is None or decoded in spec.vary_query:
-            pairs.append((decoded, unquote_plus(value.decode("latin-1"))))
-    # By name only: a repeated parameter's values keep their order (?sort=a&sort=b is a list).
-    return json.dumps(sorted(pairs, key=lambda pair: pair[0])).encode()
+        name, equals, value = piece.partition(b"=")
+        name = unquote_to_bytes(name.replace(b"+", b" "))
+        if listed is None or name in listed:
+            pairs.append((name, equals + unquote_to_bytes(value.replace(b"+", b" "))))
+    pairs.sort(key=lambda pair: pair[0])
+    return b"&".join(name + b"\x01" + value for name, value in pairs)
 
 
 def variant_key(base: str, names: list[str], ctx: RequestContext) -> str:
-    """The key under the upstream's Vary: the request's values of the headers it names."""
-    values = [(ctx.header(name.encode("latin-1")) or b"").strip() for name in names]
+    """The key under the upstream's Vary: the values of the headers it names, as the upstream
+    received them (after the route's transform)."""
+    values = [upstream_value(ctx, name.encode("latin-1")) for name in names]
     return f"{base}:{_digest(values)}"
 
 
-def fresh_seconds(spec: CacheSpec, status: int, headers: Headers) -> tuple[int, list[str]] | None:
-    """How long this answer may be served, and the header names its Vary lists; None when it
+def fresh_seconds(
+    spec: CacheSpec, status: int, headers: Headers
+) -> tuple[int, list[str], bool] | None:
+    """How long this answer may be served, the header names its Vary lists, and whether it may
+    be served stale on error (not under must-revalidate or proxy-revalidate); None when it
     must not be stored (the content length is checked by the caller)."""
     if status not in CACHEABLE_STATUSES:
         return None
@@ -129,11 +160,12 @@ def fresh_seconds(spec: CacheSpec, status: int, headers: Headers) -> tuple[int, 
         limit = _until(expires)
     if limit is not None:
         ttl = min(ttl, limit)
-    return (ttl, sorted(set(vary))) if ttl > 0 else None
+    stale_ok = not {"must-revalidate", "proxy-revalidate"} & directives.keys()
+    return (ttl, sorted(set(vary)), stale_ok) if ttl > 0 else None
 
 
 def _seconds(text: str | None) -> int:
-    return int(text) if text is not None and text.isdigit() else 0
+    return int(text) if text is not None and text.isascii() and text.isdigit() else 0
 
 
 def _until(expires: bytes) -> int:
@@ -155,7 +187,10 @@ def strong_etag(body: bytes) -> bytes:
 
 
 def not_modified(entry: Entry, ctx: RequestContext) -> Headers | None:
-    """The 304's headers when the client's copy is current, else None."""
+    """The 304's headers when the client's copy is current, else None (never for an entry
+    that is not a success: a 404 is no copy to keep)."""
+    if not 200 <= entry.status < 300:
+        return None
     match = ctx.header(b"if-none-match")
     if match is not None:
         tags = {tag.strip().removeprefix(b"W/") for tag in match.split(b",")}

@@ -4,8 +4,8 @@ In order: the route's IP deny and allow lists (403 ip_forbidden, judged on the c
 through trusted proxies), the HTTPS redirect (308 to the https:// URL for a request without a
 body; 403 https_required for one with a body, which a client would not send again), and the
 CORS preflight, answered here and never forwarded: browsers send it without credentials, so it
-must not meet authentication, and the upstream has nothing to add. A preflight on a route
-without CORS goes on as a plain OPTIONS request.
+must not meet authentication, and the upstream has nothing to add. A preflight to a route
+without CORS was matched as a plain OPTIONS request (stages/match.py) and goes on as one.
 
 All of it was resolved over the gateway-wide defaults when the snapshot was compiled
 (routing.config.edge); a route with none of it set costs three attribute reads.
@@ -38,13 +38,6 @@ async def admit(ctx: RequestContext) -> None:
         if is_preflight(ctx.method, origin, ctx.header(b"access-control-request-method")):
             assert origin is not None
             _answer_preflight(ctx, origin)
-    elif route.methods and ctx.method == "OPTIONS" and "OPTIONS" not in route.methods:
-        # Matched by the method the preflight asks about (stages/match.py), but this route
-        # answers no preflight and takes no OPTIONS.
-        allow = ", ".join(sorted(route.methods)).encode()
-        raise GatewayError(
-            405, "method_not_allowed", "OPTIONS is not allowed here.", [(b"allow", allow)]
-        )
 
 
 def _require_https(ctx: RequestContext) -> None:

@@ -23,6 +23,7 @@ A route without `cache` goes straight to forward. On one that has it:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -45,7 +46,7 @@ from routing.proxy.response_cache import (
     strong_etag,
     variant_key,
 )
-from routing.proxy.stages.forward import forward
+from routing.proxy.stages.forward import UpstreamBroken, forward
 
 __all__ = ["forward_cached"]
 
@@ -94,8 +95,14 @@ def _cache_user(spec: CacheSpec, ctx: RequestContext) -> str | object | None:
     `per_user`, or _BYPASS."""
     if not _has_credentials(ctx):
         return None
-    if spec.per_user and ctx.identity is not None:
-        return ctx.identity.subject
+    identity = ctx.identity
+    if spec.per_user and identity is not None:
+        # Everything the upstream is told about the caller: a token of the same user with
+        # fewer roles, or an API key, gets an entry of its own.
+        roles = ",".join(sorted(identity.roles))
+        return "\x00".join(
+            (identity.method, identity.subject, identity.key_prefix, identity.email, roles)
+        )
     return _BYPASS
 
 
@@ -209,15 +216,26 @@ async def _forward_and_store(
             await response.close()
         _land(loop, base, future, token)
         return _served(usable, ctx, "STALE", time.time(), private=private)
-    rules = fresh_seconds(spec, response.status, response.headers)
-    if rules is None or response.stream is None or _too_long(response.headers, spec):
+    try:
+        rules = fresh_seconds(spec, response.status, response.headers)
+        if rules is None or response.stream is None or _too_long(response.headers, spec):
+            _land(loop, base, future, token)
+            return _marked(response, b"MISS", private=private)
+        ttl, vary, stale_ok = rules
+        if not stale_ok:  # must-revalidate: never served past its freshness
+            spec = dataclasses.replace(spec, stale_if_error=0)
+        headers = stored_headers(response.headers, ctx.response_headers)
+        kept = _kept(response.stream, ctx, spec, base, (future, token), headers, ttl, vary)
+        if any(name in _CONDITIONAL for name, _ in ctx.headers):
+            return await _conditional_miss(
+                ctx, spec, response, kept, (headers, ttl, usable), private=private
+            )
+    except BaseException:
+        # Whatever failed, the upstream's answer and its target are let go (the lease).
+        if response.close is not None:
+            await response.close()
         _land(loop, base, future, token)
-        return _marked(response, b"MISS", private=private)
-    ttl, vary = rules
-    headers = stored_headers(response.headers, ctx.response_headers)
-    kept = _kept(response.stream, ctx, spec, base, (future, token), headers, ttl, vary)
-    if any(name in _CONDITIONAL for name, _ in ctx.headers):
-        return await _conditional_miss(ctx, spec, response, kept, headers, ttl, private=private)
+        raise
     response.stream = kept
     return _marked(response, b"MISS", private=private)
 
@@ -227,13 +245,13 @@ async def _conditional_miss(
     spec: CacheSpec,
     response: GatewayResponse,
     kept: AsyncIterator[bytes],
-    headers: Headers,
-    ttl: int,
+    stored: tuple[Headers, int, Entry | None],
     *,
     private: bool,
 ) -> GatewayResponse:
     """A client that may hold this answer already: read it whole (it fits an entry, or it is
     streamed on as usual once it does not) to answer 304 when the client's copy matches."""
+    headers, ttl, usable = stored
     held: list[bytes] = []
     size = 0
     try:
@@ -243,7 +261,14 @@ async def _conditional_miss(
             if size > spec.max_entry_bytes:
                 response.stream = _chained(held, kept)
                 return _marked(response, b"MISS", private=private)
-    except BaseException:  # the upstream broke off: no answer of its own will be sent to close
+    except UpstreamBroken:
+        # Nothing was sent yet: the client gets the stale entry, or a clean 502.
+        if response.close is not None:
+            await response.close()
+        if usable is not None:
+            return _served(usable, ctx, "STALE", time.time(), private=private)
+        raise GatewayError(502, "upstream_error", "The upstream connection failed.") from None
+    except BaseException:  # the request was cut: no answer of its own will be sent to close
         if response.close is not None:
             await response.close()
         raise
@@ -307,7 +332,10 @@ async def _kept(
             if held is not None:
                 size += len(chunk)
                 if size > spec.max_entry_bytes:
-                    held = None  # too large to keep: streamed through, never stored
+                    # Too large to keep: streamed through, never stored, and the waiters need
+                    # not wait for the rest of it.
+                    held = None
+                    _land(loop, base, future, token)
                 else:
                     held.append(chunk)
             yield chunk
@@ -315,13 +343,14 @@ async def _kept(
             entry = _entry(ctx, spec, headers, b"".join(held), ttl)
             _later(_store(base, entry, ttl + spec.stale_if_error, vary, ctx, token))
     finally:
-        if future is not None and not future.done():
-            if _flights.get((loop, base)) is future:
-                del _flights[loop, base]
-            key = variant_key(base, vary, ctx) if vary else base
-            future.set_result(None if entry is None else (entry, vary, key))
-        if entry is None:
-            _release(base, token)
+        if entry is not None:
+            if future is not None and not future.done():
+                if _flights.get((loop, base)) is future:
+                    del _flights[loop, base]
+                key = variant_key(base, vary, ctx) if vary else base
+                future.set_result((entry, vary, key))
+        elif held is not None:  # cut short: nothing to store (a landed flight is left alone)
+            _land(loop, base, future, token)
 
 
 def _later(work: Coroutine[Any, Any, None]) -> None:

@@ -4,7 +4,8 @@ Routes are pre-sorted (priority, then path length); the first route whose host, 
 method all match wins. A path that matches only with another method gives 405 with Allow.
 
 A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method) is matched by the method
-it asks about, so it finds the route the real request will take.
+it asks about, so it finds the route the real request will take; when that route has no CORS
+of its own to answer with, the preflight is matched as a plain OPTIONS (its upstream answers).
 
 TRACE and CONNECT are allowed only by a route whose method list names them: a route without a
 list (any method) does not. TRACE echoes the request, credentials and cookies included, back to
@@ -44,6 +45,25 @@ async def match(ctx: RequestContext) -> None:
         raise GatewayError(404, "route_not_found", "No route matches this request.")
     ctx.host = _host_of(ctx)
     method = _method_of(ctx)
+    if method != ctx.method:
+        # A preflight: the route the real request will take answers it when that route has
+        # CORS; a route without leaves it to its upstream, matched as the OPTIONS it is.
+        found = _first(ctx, method)
+        if isinstance(found, tuple) and found[0].edge.cors is not None:
+            ctx.route, ctx.route_match = found
+            return
+    found = _first(ctx, ctx.method)
+    if isinstance(found, tuple):
+        ctx.route, ctx.route_match = found
+        return
+    if found:
+        raise _not_allowed(ctx.method, found)
+    raise GatewayError(404, "route_not_found", "No route matches this request.")
+
+
+def _first(ctx: RequestContext, method: str) -> tuple[RouteSpec, object] | set[str]:
+    """The first route taking `method` here with its path match, or the methods the routes
+    matching all else allow (empty: none matches)."""
     allowed: set[str] = set()
     for route in ctx.snapshot.routes:
         if route.hosts and not _host_matches(ctx.host, route.hosts):
@@ -60,12 +80,8 @@ async def match(ctx: RequestContext) -> None:
         elif method in _EXPLICIT_ONLY:
             allowed |= _ANY_METHOD
             continue
-        ctx.route = route
-        ctx.route_match = found
-        return
-    if allowed:
-        raise _not_allowed(ctx.method, allowed)
-    raise GatewayError(404, "route_not_found", "No route matches this request.")
+        return route, found
+    return allowed
 
 
 def _method_of(ctx: RequestContext) -> str:

@@ -215,3 +215,38 @@ def test_a_gateway_error_carries_cors_headers_so_the_browser_can_read_it(client,
     assert varies_on_origin(response)
     assert response.json()["error"]["code"]
     assert received(upstream) == []
+
+
+def test_a_preflight_to_a_route_without_cors_reaches_the_upstream_that_answers_it(client, upstream):
+    """Split routes on one path, CORS left to the upstream: the write route lists no OPTIONS,
+    so the preflight for DELETE goes through the read route that does, as a plain OPTIONS."""
+    service = make_service("split", upstream.url)
+    make_route(service, "/split", name="split-read", methods="GET, HEAD, OPTIONS")
+    make_route(service, "/split", name="split-write", methods="POST, PUT, DELETE")
+    publish()
+
+    answer = client.options(
+        "/split/x",
+        headers={"Origin": "https://app.example.com", "Access-Control-Request-Method": "DELETE"},
+    )
+
+    assert answer.status_code == 200
+    assert received(upstream)[-1]["method"] == "OPTIONS"
+
+
+@pytest.mark.parametrize(
+    "pattern", ["https://*.com", "https://*.*.example.com", "https://app-*.example.com"]
+)
+def test_origin_patterns_that_would_match_too_much_or_slowly_are_refused(upstream, pattern):
+    service = make_service("patterns", upstream.url)
+    with pytest.raises(ValidationError) as refused:
+        make_route(service, "/p", cors={"origin_patterns": [pattern]})
+    assert "origin pattern" in str(refused.value)
+
+
+def test_a_huge_origin_is_refused_at_once(client, upstream):
+    route(upstream, {"origin_patterns": ["https://*.example.com"]})
+    origin = "https://" + "a." * 5000 + "example.com"
+    answer = client.get("/c/x", headers={"Origin": origin})
+    assert answer.status_code == 200
+    assert "access-control-allow-origin" not in answer.headers

@@ -242,3 +242,10 @@ def test_response_header_rules_shape_what_the_client_gets(client, upstream):
     assert response.headers["x-original-type"] == "application/json"
     assert "content-type" not in response.headers
     assert response.json()["path"] == "/t"
+
+
+@pytest.mark.parametrize("name", ["X-Original-URL", "X-Rewrite-URL", "Proxy", "X-Original-URI"])
+def test_a_transform_cannot_write_a_header_the_gateway_always_drops(upstream, name):
+    service = make_service("dropped", upstream.url)
+    with pytest.raises(ValidationError):
+        make_route(service, "/d", transform={"request": {"headers": {"rename": {"X-Path": name}}}})
