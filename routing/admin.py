@@ -607,3 +607,7 @@ class RouteTierOverrideChangeAdmin(ConfigChangeAdmin):
     def object_label(self, record: Any) -> str:
         # From the joined rows, not the rebuilt object (whose __str__ would query twice).
         return f"{record.route} / {record.role} -> {record.tier}"
+
+
+# The configuration timeline registers itself.
+from routing import admin_timeline  # noqa: E402, F401

@@ -5,7 +5,8 @@ GET answers the document as JSON, or YAML when the Accept header asks for applic
 ?format=yaml), with an ETag; its `api_keys` only to a caller with accounts.view_apikey. PUT
 applies a document (a YAML or JSON body) in one transaction, publishing one configuration
 version; ?dry_run=1 answers the diff and changes nothing; ?prune=1 removes what the document
-lacks. A stale If-Match is 412, so a CI job never overwrites a change made since it exported.
+lacks; ?comment= is recorded with the version in the configuration timeline. A stale If-Match
+is 412, so a CI job never overwrites a change made since it exported.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from routing.api.document import (
     document_load,
 )
 from routing.api.permissions import ConfigDocumentPermission
-from routing.models import ConfigVersion
+from routing.api.revisions import attributed
+from routing.models import ConfigRevision, ConfigVersion
 
 __all__ = ["ConfigDocumentView"]
 
@@ -109,13 +111,15 @@ class ConfigDocumentView(APIView):
         parameters=[
             OpenApiParameter("dry_run", bool, description="Answer the diff, change nothing."),
             OpenApiParameter("prune", bool, description="Remove what the document lacks."),
+            OpenApiParameter("comment", str, description="Recorded with the new version."),
         ],
         responses={200: OpenApiTypes.OBJECT},
     )
     def put(self, request: Request) -> Response:
         dry_run, prune = _flag(request, "dry_run"), _flag(request, "prune")
         document = request.data
-        with transaction.atomic():
+        comment = request.query_params.get("comment", "")[:2000]
+        with attributed(request.user, ConfigRevision.Source.API, comment), transaction.atomic():
             # Two documents applied at once run one after the other (the version row's lock,
             # which publishing takes too): the second compares its If-Match with what the first
             # saved. Single-object writes through the API or the admin do not take this lock.

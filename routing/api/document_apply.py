@@ -40,7 +40,9 @@ from routing.api.document_shape import (
     tier_data,
 )
 from routing.api.document_write import plan_write
+from routing.api.revisions import attributed
 from routing.models import (
+    ConfigRevision,
     ConfigVersion,
     RateLimitTier,
     RolePolicy,
@@ -61,8 +63,9 @@ def document_apply(
     """Validate `document` whole (DocumentInvalid lists every error; nothing changes), then,
     unless `dry_run`, write its differences in one transaction: one configuration version is
     published, or none when nothing differs. `prune` removes what the document lacks; `actor`
-    is recorded as the user of every history record."""
-    with transaction.atomic():
+    is recorded as the user of every history record and as the author of the version in the
+    configuration timeline (an import, unless the caller names it otherwise)."""
+    with attributed(actor, ConfigRevision.Source.IMPORT), transaction.atomic():
         if not dry_run:
             # Two imports at once are serialised (PostgreSQL), so neither plans against rows
             # the other is about to change.

@@ -13,7 +13,7 @@ from rest_framework.request import Request
 
 from routing.models import RateLimitTier, RolePolicy, Route, RouteTierOverride, Service, Target
 
-__all__ = ["ConfigDocumentPermission", "IsStaff", "ModelPermissions"]
+__all__ = ["ConfigDocumentPermission", "IsStaff", "ModelPermissions", "may_use_document"]
 
 _VIEW = ["%(app_label)s.view_%(model_name)s"]
 
@@ -36,30 +36,17 @@ class ModelPermissions(DjangoModelPermissions):
 DOCUMENT_MODELS = (Service, Target, Route, RolePolicy, RateLimitTier, RouteTierOverride)
 
 
-class ConfigDocumentPermission(BasePermission):
-    """The whole document: reading it needs the view permission on every model it describes;
-    applying it, the add, change and delete permissions on all of them."""
-
-    def has_permission(self, request: Request, view: Any) -> bool:
-        user = request.user
-        if not user or not user.is_authenticated:
-            return False
-        actions = (
-            ("view",)
-            if request.method in {"GET", "HEAD", "OPTIONS"}
-            else (
-                "add",
-                "change",
-                "delete",
-            )
-        )
-        # The defaults are one row, never added or deleted: viewing or changing it is enough.
-        defaults = (
-            "routing.view_gatewaydefaults"
-            if actions == ("view",)
-            else ("routing.change_gatewaydefaults")
-        )
-        return user.has_perms(
+def may_use_document(user: Any, *, write: bool) -> bool:
+    """Whether `user` may read (or, with `write`, apply) the whole configuration document, and
+    so its versions (and roll back to one): the view permission on every model it describes;
+    to apply, the add, change and delete permissions on all of them."""
+    if not user or not user.is_authenticated:
+        return False
+    actions = ("add", "change", "delete") if write else ("view",)
+    # The defaults are one row, never added or deleted: viewing or changing it is enough.
+    defaults = "routing.change_gatewaydefaults" if write else "routing.view_gatewaydefaults"
+    return bool(
+        user.has_perms(
             [
                 *(
                     f"{model._meta.app_label}.{action}_{model._meta.model_name}"
@@ -69,6 +56,16 @@ class ConfigDocumentPermission(BasePermission):
                 defaults,
             ]
         )
+    )
+
+
+class ConfigDocumentPermission(BasePermission):
+    """The whole document (and its versions): reading needs may_use_document's view
+    permissions, any other method its apply permissions."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        write = request.method not in {"GET", "HEAD", "OPTIONS"}
+        return may_use_document(request.user, write=write)
 
 
 class IsStaff(BasePermission):

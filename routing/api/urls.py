@@ -1,7 +1,8 @@
 """URLs of the management API, mounted at /admin/api/ (reserved: never proxied).
 
 Resources answer with or without a trailing slash (`/admin/api/routes/users`); the gateway-wide
-defaults are one object, `/admin/api/defaults`.
+defaults are one object, `/admin/api/defaults`; the configuration timeline is `/admin/api/versions/`
+(routing.api.versions_view).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from routing.api.authentication import AdminSessionAuthentication, UserCredentia
 from routing.api.config_view import ConfigDocumentView
 from routing.api.history import HistoryView
 from routing.api.permissions import IsStaff
+from routing.api.versions_view import VersionListView, VersionRollbackView, VersionView
 
 # Importing the schema module registers its OpenAPI extensions.
 __all__ = ["schema", "urlpatterns"]
@@ -40,6 +42,13 @@ _DEFAULTS = views.DefaultsViewSet.as_view(
 urlpatterns = [
     path("config", ConfigDocumentView.as_view(), name="api-config"),
     re_path(r"^defaults/?$", _DEFAULTS, name="api-defaults"),
+    re_path(r"^versions/?$", VersionListView.as_view(), name="api-versions"),
+    re_path(r"^versions/(?P<number>[0-9]{1,18})/?$", VersionView.as_view(), name="api-version"),
+    re_path(
+        r"^versions/(?P<number>[0-9]{1,18})/rollback/?$",
+        VersionRollbackView.as_view(),
+        name="api-version-rollback",
+    ),
     re_path(r"^history/(?P<kind>[-a-z]+)/?$", HistoryView.as_view(), name="api-history"),
     path("schema/", SpectacularAPIView.as_view(**_STAFF), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_STAFF), name="api-docs"),

@@ -2,7 +2,8 @@
 
 Every committed change calls `config_publish()` (routing.signals): it bumps the version row
 under a lock, builds the configuration (routing.config.build) and stores it as JSON under its
-version's token; every process's holder (routing.config.holder) then loads it.
+version's token; every process's holder (routing.config.holder) then loads it. A publish that
+changes the configuration is also recorded in the timeline (routing.api.revisions).
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def publish() -> dict[str, Any]:
         version = ConfigVersion.objects.values_list("number", flat=True).get(pk=1)
         token = f"{version}-{uuid.uuid4().hex[:12]}"
         data = snapshot_build(version, token)
+        # The timeline's entry for this version (none when the configuration is unchanged):
+        # in this transaction, so a publish that fails below records nothing.
+        from routing.api.revisions import revision_record
+
+        revision_record(version)
         try:
             cache.set(SNAPSHOT_KEY.format(token=token), json.dumps(data), SNAPSHOT_TTL)
             cache.set(VERSION_KEY, token, None)
