@@ -36,6 +36,7 @@ __all__ = [
     "RollbackResult",
     "attributed",
     "current_attribution",
+    "record_published",
     "revision_record",
     "revision_rollback",
 ]
@@ -87,6 +88,11 @@ def current_attribution() -> Attribution:
 def _plain(document: dict[str, Any]) -> dict[str, Any]:
     """The document as the JSON column gives it back, so stored and fresh ones compare equal."""
     return json.loads(json.dumps(document, default=str))
+
+
+def record_published(sender: Any = None, number: int = 0, **kwargs: Any) -> None:
+    """The receiver of routing.config.publish.version_publishing."""
+    revision_record(number)
 
 
 def revision_record(number: int) -> ConfigRevision | None:

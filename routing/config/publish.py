@@ -2,8 +2,9 @@
 
 Every committed change calls `config_publish()` (routing.signals): it bumps the version row
 under a lock, builds the configuration (routing.config.build) and stores it as JSON under its
-version's token; every process's holder (routing.config.holder) then loads it. A publish that
-changes the configuration is also recorded in the timeline (routing.api.revisions).
+version's token; every process's holder (routing.config.holder) then loads it. The
+`version_publishing` signal lets the control plane record each version (the timeline,
+routing.api.revisions) without this module reaching up into it.
 """
 
 from __future__ import annotations
@@ -16,13 +17,24 @@ from typing import Any
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F
+from django.dispatch import Signal
 from django.utils import timezone
 
 from routing.config.build import snapshot_build
 
-__all__ = ["SNAPSHOT_KEY", "SNAPSHOT_TTL", "VERSION_KEY", "config_publish", "publish"]
+__all__ = [
+    "SNAPSHOT_KEY",
+    "SNAPSHOT_TTL",
+    "VERSION_KEY",
+    "config_publish",
+    "publish",
+    "version_publishing",
+]
 
 logger = logging.getLogger("portier.snapshot")
+
+# Sent inside publish's transaction with the new version's `number`.
+version_publishing = Signal()
 
 VERSION_KEY = "config:version"
 SNAPSHOT_KEY = "config:snapshot:{token}"
@@ -55,11 +67,9 @@ def publish() -> dict[str, Any]:
         version = ConfigVersion.objects.values_list("number", flat=True).get(pk=1)
         token = f"{version}-{uuid.uuid4().hex[:12]}"
         data = snapshot_build(version, token)
-        # The timeline's entry for this version (none when the configuration is unchanged):
-        # in this transaction, so a publish that fails below records nothing.
-        from routing.api.revisions import revision_record
-
-        revision_record(version)
+        # Receivers run in this transaction, so a publish that fails below leaves no trace:
+        # the timeline (routing.api.revisions) records the version there.
+        version_publishing.send(sender=None, number=version)
         try:
             cache.set(SNAPSHOT_KEY.format(token=token), json.dumps(data), SNAPSHOT_TTL)
             cache.set(VERSION_KEY, token, None)
