@@ -97,15 +97,20 @@ def record_published(sender: Any = None, number: int = 0, **kwargs: Any) -> None
 
 def revision_record(number: int) -> ConfigRevision | None:
     """Record version `number` in the timeline, in the caller's transaction (publish's); None
-    when the configuration is the previous entry's (a republish of the same data)."""
+    when the configuration is the previous entry's (a republish of the same data), or, before
+    any entry, the empty configuration every gateway starts from (a cache rebuilt on a fresh
+    database)."""
     from routing.api.document import document_export  # the document imports the models
 
     document = _plain(document_export(api_keys=False))
     previous = ConfigRevision.objects.order_by("-number").only("number", "document").first()
-    if previous is not None and same_value(previous.document, document):
+    baseline = previous.document if previous is not None else EMPTY_DOCUMENT
+    if previous is None and not any(value for key, value in document.items() if key != "version"):
+        return None
+    if same_value(baseline, document):
         return None
     who = current_attribution()
-    changes = document_diff(previous.document if previous else EMPTY_DOCUMENT, document)
+    changes = document_diff(baseline, document)
     return ConfigRevision.objects.create(
         number=number,
         author=who.author,

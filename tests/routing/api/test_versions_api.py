@@ -211,3 +211,11 @@ def test_reading_needs_the_document_view_permissions_and_rollback_the_apply_ones
     refused = client.post(f"/admin/api/versions/{number}/rollback", headers=headers)
     assert refused.status_code == 403
     assert client.post(f"/admin/api/versions/{number}/rollback", headers=auditor).status_code == 403
+
+
+def test_publishing_the_empty_configuration_of_a_fresh_gateway_adds_no_version():
+    config_publish()  # a cache rebuilt before anything was configured
+    cache.delete(VERSION_KEY)
+    holder.refresh()
+    assert ConfigVersion.objects.get().number >= 2
+    assert not ConfigRevision.objects.exists()
