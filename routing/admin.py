@@ -609,5 +609,5 @@ class RouteTierOverrideChangeAdmin(ConfigChangeAdmin):
         return f"{record.route} / {record.role} -> {record.tier}"
 
 
-# The configuration timeline registers itself.
-from routing import admin_timeline  # noqa: E402, F401
+# The configuration timeline and the route tester register themselves.
+from routing import admin_tester, admin_timeline  # noqa: E402, F401

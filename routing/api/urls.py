@@ -2,7 +2,7 @@
 
 Resources answer with or without a trailing slash (`/admin/api/routes/users`); the gateway-wide
 defaults are one object, `/admin/api/defaults`; the configuration timeline is `/admin/api/versions/`
-(routing.api.versions_view).
+(routing.api.versions_view); the route tester is `POST /admin/api/tester` (routing.api.tester_view).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from routing.api.authentication import AdminSessionAuthentication, UserCredentia
 from routing.api.config_view import ConfigDocumentView
 from routing.api.history import HistoryView
 from routing.api.permissions import IsStaff
+from routing.api.tester_view import TesterView
 from routing.api.versions_view import VersionListView, VersionRollbackView, VersionView
 
 # Importing the schema module registers its OpenAPI extensions.
@@ -49,6 +50,7 @@ urlpatterns = [
         VersionRollbackView.as_view(),
         name="api-version-rollback",
     ),
+    re_path(r"^tester/?$", TesterView.as_view(), name="api-tester"),
     re_path(r"^history/(?P<kind>[-a-z]+)/?$", HistoryView.as_view(), name="api-history"),
     path("schema/", SpectacularAPIView.as_view(**_STAFF), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_STAFF), name="api-docs"),

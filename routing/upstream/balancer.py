@@ -17,7 +17,7 @@ from math import gcd
 from routing.config.spec import ServiceSpec, TargetSpec
 from routing.upstream import health
 
-__all__ = ["in_flight", "pick"]
+__all__ = ["in_flight", "peek", "pick"]
 
 # Points per target on the hash ring, for the heaviest weight (lighter targets get fewer): enough
 # for an even spread, small enough to build in well under a millisecond.
@@ -159,3 +159,41 @@ def _smooth_weighted_order(targets: tuple[TargetSpec, ...]) -> list[int]:
         current[best] -= total
         order.append(best)
     return order
+
+
+def peek(service: ServiceSpec, hash_key: bytes | None) -> TargetSpec | None:
+    """The target `pick` would choose for the next request, without choosing it: the route
+    tester (routing.api.tester) explains a request this way and must leave no trace, so the
+    rotation does not advance, no half-open trial is claimed (a target that is down is skipped,
+    where `pick` might send it the trial) and no pool is cached."""
+    registered = health.board.instances.get(service.name, ())
+    pool = _pools.get(service.name)
+    if pool is None or pool.service is not service or pool.registered is not registered:
+        pool = Pool(service, registered)
+    targets, down = pool.targets, health.board.down
+    if not targets:
+        return None
+    if service.balancing == "consistent_hash" and hash_key is not None:
+        owners = pool.ring_targets
+        start = bisect.bisect(pool.ring_hashes, _hash(hash_key))
+        for step in range(len(owners)):
+            target = targets[owners[(start + step) % len(owners)]]
+            if target.sid not in down:
+                return target
+        return None
+    start = _next_of(pool.counter)
+    if service.balancing == "least_in_flight":
+        up = [targets[(start + s) % len(targets)] for s in range(len(targets))]
+        up = [t for t in up if t.sid not in down]
+        return min(up, key=lambda t: in_flight[t.sid] / t.weight) if up else None
+    order = pool.order
+    for step in range(len(order)):
+        target = targets[order[(start + step) % len(order)]]
+        if target.sid not in down:
+            return target
+    return None
+
+
+def _next_of(counter: itertools.count[int]) -> int:
+    """The value `next(counter)` would give, read without taking it (its repr is `count(n)`)."""
+    return int(repr(counter)[len("count(") : -1])

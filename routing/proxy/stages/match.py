@@ -25,7 +25,7 @@ from routing.config.spec import RouteSpec
 from routing.proxy.context import GatewayError, RequestContext
 from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
 
-__all__ = ["match", "route_path_matches"]
+__all__ = ["headers_match", "host_matches", "match", "route_path_matches"]
 
 _EXPLICIT_ONLY = frozenset({"TRACE", "CONNECT"})
 # What a route without a method list allows: everything but the methods above.
@@ -66,12 +66,12 @@ def _first(ctx: RequestContext, method: str) -> tuple[RouteSpec, object] | set[s
     matching all else allow (empty: none matches)."""
     allowed: set[str] = set()
     for route in ctx.snapshot.routes:
-        if route.hosts and not _host_matches(ctx.host, route.hosts):
+        if route.hosts and not host_matches(ctx.host, route.hosts):
             continue
         found = route_path_matches(route, ctx.path)
         if found is None:
             continue
-        if route.header_matches and not _headers_match(ctx, route):
+        if route.header_matches and not headers_match(ctx, route):
             continue
         if route.methods:
             if method not in route.methods:
@@ -123,7 +123,7 @@ def _host_of(ctx: RequestContext) -> str:
     return host.rsplit(":", 1)[0] if ":" in host else host
 
 
-def _host_matches(host: str, patterns: tuple[str, ...]) -> bool:
+def host_matches(host: str, patterns: tuple[str, ...]) -> bool:
     for pattern in patterns:
         if pattern.startswith("*."):
             if host.endswith(pattern[1:]) and len(host) > len(pattern) - 1:
@@ -133,7 +133,7 @@ def _host_matches(host: str, patterns: tuple[str, ...]) -> bool:
     return False
 
 
-def _headers_match(ctx: RequestContext, route: RouteSpec) -> bool:
+def headers_match(ctx: RequestContext, route: RouteSpec) -> bool:
     for name, expected in route.header_matches:
         value = ctx.header(name.encode("latin-1"))
         if value is None or value.decode("latin-1") != expected:
