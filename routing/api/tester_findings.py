@@ -25,7 +25,7 @@ from routing.proxy.cors import actual_headers
 from routing.proxy.response_cache import base_key
 from routing.proxy.stages.cache import _BYPASS, _cache_user, _has_credentials
 from routing.proxy.stages.forward import _sticky_key
-from routing.proxy.stages.limits import _key_value, _tier_for
+from routing.proxy.stages.limits import _key_value, _tier_for, limit_group
 from routing.upstream import balancer, health
 
 __all__ = ["cache_verdict", "cors_verdict", "target_choice", "tier_count", "upstream_request"]
@@ -46,7 +46,7 @@ def tier_count(ctx: RequestContext) -> dict[str, Any] | None:
         return None
     value = _key_value(spec, ctx)
     # The limit stage's group (routing.proxy.stages.limits.limit).
-    group = f"portier:{route.id}:{spec.name}" + (f":{ctx.method}" if spec.per_method else "")
+    group = limit_group(route, spec, ctx.method)
     window = _get_window(value, spec.period)
     found: dict[str, Any] = {
         "name": spec.name,

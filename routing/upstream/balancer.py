@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import itertools
 from collections import Counter
 from math import gcd
 
@@ -32,7 +31,10 @@ class Pool:
         self.service = service
         self.registered = registered
         self.targets = targets = service.targets + registered
-        self.counter = itertools.count()
+        # The rotation's next position (round-robin, weighted, least-in-flight's tie-breaking):
+        # read by peek without moving it. Picks run on the event loop; two loops (tests) racing
+        # lose a step of rotation at worst.
+        self.position = 0
         if service.balancing == "weighted":
             self.order = _smooth_weighted_order(targets)
         else:
@@ -65,7 +67,9 @@ class Pool:
         n = len(order)
         fallback = None
         for _ in range(n):
-            target = targets[order[next(self.counter) % n]]
+            position = self.position
+            self.position = position + 1
+            target = targets[order[position % n]]
             if target.sid in tried:
                 fallback = fallback or target
             elif health.usable(target):
@@ -74,7 +78,8 @@ class Pool:
 
     def _pick_least_in_flight(self, tried: set[str]) -> TargetSpec | None:
         # Start the scan at a rotating offset, so ties spread instead of all going to the first.
-        start = next(self.counter)
+        start = self.position
+        self.position = start + 1
         n = len(self.targets)
         best, best_load = None, 0.0
         for step in range(n):
@@ -181,7 +186,7 @@ def peek(service: ServiceSpec, hash_key: bytes | None) -> TargetSpec | None:
             if target.sid not in down:
                 return target
         return None
-    start = _next_of(pool.counter)
+    start = pool.position
     if service.balancing == "least_in_flight":
         up = [targets[(start + s) % len(targets)] for s in range(len(targets))]
         up = [t for t in up if t.sid not in down]
@@ -192,8 +197,3 @@ def peek(service: ServiceSpec, hash_key: bytes | None) -> TargetSpec | None:
         if target.sid not in down:
             return target
     return None
-
-
-def _next_of(counter: itertools.count[int]) -> int:
-    """The value `next(counter)` would give, read without taking it (its repr is `count(n)`)."""
-    return int(repr(counter)[len("count(") : -1])

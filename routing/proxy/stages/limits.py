@@ -31,7 +31,7 @@ from redis.commands.core import AsyncScript
 from routing.config.spec import RouteSpec, TierSpec
 from routing.proxy.context import GatewayError, RequestContext
 
-__all__ = ["close_limit_clients", "limit"]
+__all__ = ["close_limit_clients", "limit", "limit_group"]
 
 logger = logging.getLogger("portier.limits")
 
@@ -58,7 +58,7 @@ async def limit(ctx: RequestContext) -> None:
     if tier is None:
         return
     value = _key_value(tier, ctx)
-    group = f"portier:{route.id}:{tier.name}" + (f":{ctx.method}" if tier.per_method else "")
+    group = limit_group(route, tier, ctx.method)
     try:
         counted = await _count(group, value, tier)
     except _RedisDown:
@@ -87,6 +87,11 @@ async def limit(ctx: RequestContext) -> None:
             [*headers, (b"retry-after", str(max(1, reset)).encode())],
         )
     ctx.response_headers.extend(headers)
+
+
+def limit_group(route: RouteSpec, tier: TierSpec, method: str) -> str:
+    """The django-ratelimit group a request is counted in (the route tester reads it too)."""
+    return f"portier:{route.id}:{tier.name}" + (f":{method}" if tier.per_method else "")
 
 
 def _tier_for(route: RouteSpec, ctx: RequestContext) -> TierSpec | None:
