@@ -31,6 +31,7 @@ from routing.cache_purge import purge_route_cache
 from routing.config.holder import holder
 from routing.config.spec import ServiceSpec
 from routing.models import (
+    ROUTE_EDGE_FIELDS,
     GatewayDefaults,
     RateLimitTier,
     RolePolicy,
@@ -390,15 +391,7 @@ class RouteAdmin(JsonAsText, admin.ModelAdmin):
                 "description": "Empty CORS or security headers, and Unknown, take the "
                 "gateway-wide setting (Routing: Gateway defaults). The deny list is checked "
                 "before the allow list.",
-                "fields": (
-                    "transform",
-                    "cors",
-                    "security_headers",
-                    "https_redirect",
-                    "compression",
-                    "ip_allow",
-                    "ip_deny",
-                ),
+                "fields": ROUTE_EDGE_FIELDS,
             },
         ),
         (

@@ -25,6 +25,17 @@ from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
 from routing.validators import validate_upstream_url
 
 # TRACE and CONNECT reach an upstream only through a route that names them (stages/match.py).
+# A route's edge options (routing.config.edge, routing.config.transforms), as the admin's
+# fieldset and the management API list them.
+ROUTE_EDGE_FIELDS = (
+    "transform",
+    "cors",
+    "security_headers",
+    "https_redirect",
+    "compression",
+    "ip_allow",
+    "ip_deny",
+)
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 _RATE_RE = re.compile(r"^[1-9]\d*/([1-9]\d*)?[smhd]$")
 _REGEX_META = re.compile(r"[\\.^$*+?{}\[\]|()]")

@@ -178,7 +178,7 @@ TIERS = Kind(
 )
 
 # The edge options (routing.config.edge and .transforms), each spelt as its JSON column.
-ROUTE_EDGE_FIELDS = (
+ROUTE_EDGE_KEYS = (
     Field("transform", "transform", TRANSFORM),
     Field("cors", "cors", ROUTE_CORS),
     Field("security_headers", "security_headers", SECURITY_OR_NULL),
@@ -212,7 +212,7 @@ ROUTES = Kind(
         Field("stream_uploads", "stream_uploads", BOOL),
         Field("max_body_bytes", "max_body_bytes", INT_OR_NULL),
         Field("audit", "audit", BOOL),
-        *ROUTE_EDGE_FIELDS,
+        *ROUTE_EDGE_KEYS,
     ),
     relations={
         "service": STR,
@@ -249,7 +249,7 @@ ROUTES = Kind(
         "tier",
         "tiers_by_role",
         "audit",
-        *(field.key for field in ROUTE_EDGE_FIELDS),
+        *(field.key for field in ROUTE_EDGE_KEYS),
     ),
 )
 

@@ -1,9 +1,10 @@
-"""The management API's representations of the configuration models.
+"""The management API's representations of the configuration models: services with their
+targets, policies, tiers, routes, the gateway defaults.
 
-Every write runs the admin's validation: the model's full_clean() (its clean(), field validators
-and unique checks) and the admin forms' cross-object rules, and Django's ValidationError becomes
-DRF's, so the caller gets 400 invalid_request with the bad fields named as the API names them.
-Writes save through the models, so routing.signals publishes and simple_history records them.
+Every write runs the admin's validation (routing.api.serializer_base) and the admin forms'
+cross-object rules (routing.rules). Writes save through the models, so routing.signals
+publishes and simple_history records them. API keys: routing.api.key_serializers; the audit
+trail and the timeline: routing.api.record_serializers.
 """
 
 from __future__ import annotations
@@ -11,15 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import Group
-from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import serializers
-from rest_framework.exceptions import PermissionDenied
 
-from accounts.models import ApiKey, User
-from accounts.services import api_key_issue
-from audit.models import AuditEntry
+from routing.api.serializer_base import (
+    CleanModelSerializer,
+    CsvListField,
+    full_clean,
+    require_perms,
+)
 from routing.models import (
-    ConfigRevision,
+    ROUTE_EDGE_FIELDS,
     GatewayDefaults,
     RateLimitTier,
     RolePolicy,
@@ -27,93 +29,17 @@ from routing.models import (
     RouteTierOverride,
     Service,
     Target,
-    split_csv,
 )
 from routing.rules import policy_roles_problem, route_service_problem, service_upstream_problem
 
 __all__ = [
-    "ApiKeySerializer",
-    "AuditEntrySerializer",
     "CachePurgeSerializer",
-    "ConfigRevisionSerializer",
     "DefaultsSerializer",
     "PolicySerializer",
-    "RollbackSerializer",
     "RouteSerializer",
     "ServiceSerializer",
     "TierSerializer",
 ]
-
-
-def full_clean(instance: Any, names: dict[str, str] | None = None, prefix: str = "") -> None:
-    """The model's own validation, as DRF field errors named as the API names the fields."""
-    try:
-        instance.full_clean()
-    except DjangoValidationError as exc:
-        names = names or {}
-        errors: dict[str, Any] = {}
-        for field, messages in exc.message_dict.items():
-            key = "non_field_errors" if field == "__all__" else names.get(field, field)
-            errors[f"{prefix}{key}"] = messages
-        raise serializers.ValidationError(errors) from None
-
-
-def require_perms(serializer: serializers.Serializer, model: type[Any], actions: set[str]) -> None:
-    """A nested write changes related rows: the caller needs those rows' own permissions, as in
-    the admin's inlines (403 otherwise)."""
-    request = serializer.context.get("request")
-    user = getattr(request, "user", None)
-    meta = model._meta
-    wanted = [f"{meta.app_label}.{action}_{meta.model_name}" for action in sorted(actions)]
-    if wanted and not (user is not None and user.has_perms(wanted)):
-        raise PermissionDenied(
-            f"Changing these {meta.verbose_name_plural} needs the permissions {', '.join(wanted)}."
-        )
-
-
-class CsvListField(serializers.ListField):
-    """A comma-separated model field (hosts, methods) as a list of strings."""
-
-    child = serializers.CharField(max_length=253)
-
-    def to_representation(self, data: str) -> list[str]:
-        return split_csv(data)
-
-    def to_internal_value(self, data: Any) -> str:
-        return ", ".join(super().to_internal_value(data))
-
-
-class CleanModelSerializer(serializers.ModelSerializer):
-    """Saves through the model after its full_clean(); subclasses add related rows."""
-
-    def create(self, validated_data: dict[str, Any]) -> Any:
-        return self._save(self.Meta.model(), validated_data)
-
-    def update(self, instance: Any, validated_data: dict[str, Any]) -> Any:
-        return self._save(instance, validated_data)
-
-    def _save(self, instance: Any, data: dict[str, Any]) -> Any:
-        related = {name: data.pop(name) for name in self.related_fields() if name in data}
-        for name, value in data.items():
-            setattr(instance, name, value)
-        full_clean(instance, self.model_names())
-        self.check_related(instance, related)
-        instance.save()
-        self.save_related(instance, related)
-        return instance
-
-    def model_names(self) -> dict[str, str]:
-        """Model field name -> the API's name, for errors raised by the model."""
-        return {field.source: name for name, field in self.fields.items() if field.source != "*"}
-
-    def related_fields(self) -> tuple[str, ...]:
-        return ()
-
-    def check_related(self, instance: Any, related: dict[str, Any]) -> None:
-        """Rules that span the object and its related rows, checked before anything is saved."""
-
-    def save_related(self, instance: Any, related: dict[str, Any]) -> None:
-        """Related rows, saved after the object."""
 
 
 class TargetSerializer(serializers.ModelSerializer):
@@ -243,17 +169,6 @@ class TierSerializer(CleanModelSerializer):
 
 
 # Spelt as their JSON columns (routing.config.edge, routing.config.transforms); null inherits.
-ROUTE_EDGE_FIELDS = (
-    "transform",
-    "cors",
-    "security_headers",
-    "https_redirect",
-    "compression",
-    "ip_allow",
-    "ip_deny",
-)
-
-
 class RouteSerializer(CleanModelSerializer):
     """A route, its policy and tier by name, and `tiers_by_role` ({role: tier})."""
 
@@ -384,106 +299,3 @@ class DefaultsSerializer(CleanModelSerializer):
             "compression",
             "compression_min_bytes",
         ]
-
-
-class ApiKeySerializer(serializers.ModelSerializer):
-    """A key by its public prefix: the secret is answered once, by create; never a hash."""
-
-    owner = serializers.SlugRelatedField(
-        slug_field="username",
-        queryset=User.objects.filter(is_active=True),
-        required=False,
-        help_text="Username of the key's owner; the key acts as them. Default: the caller.",
-    )
-    key = serializers.CharField(
-        read_only=True, help_text="The full key: answered once, when the key is created."
-    )
-    is_active = serializers.BooleanField(read_only=True)
-
-    class Meta:
-        model = ApiKey
-        fields = [
-            "prefix",
-            "name",
-            "owner",
-            "created_at",
-            "expires_at",
-            "last_used_at",
-            "revoked_at",
-            "is_active",
-            "key",
-        ]
-        read_only_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
-
-    def to_representation(self, api_key: ApiKey) -> dict[str, Any]:
-        data = super().to_representation(api_key)
-        secret = getattr(api_key, "_secret", None)
-        if secret is None:
-            data.pop("key", None)
-        else:
-            data["key"] = secret
-        return data
-
-    def validate_owner(self, owner: User) -> User:
-        """A key acts as its owner: only a superuser, or who may change users, names another
-        owner (otherwise anyone with add_apikey could mint a superuser's key)."""
-        caller = self.context["request"].user
-        if (
-            self.instance is None
-            and owner.pk != caller.pk
-            and not (caller.is_superuser or caller.has_perm("accounts.change_user"))
-        ):
-            raise PermissionDenied(
-                "Only a superuser, or a user who may change users, creates a key for another "
-                "owner; leave out owner to create your own.",
-                code="owner_forbidden",
-            )
-        return owner
-
-    def create(self, validated_data: dict[str, Any]) -> ApiKey:
-        owner = validated_data.get("owner") or self.context["request"].user
-        probe = ApiKey(owner=owner, name=validated_data["name"], prefix="-", hashed_key="-")
-        probe.expires_at = validated_data.get("expires_at")
-        full_clean(probe)
-        api_key, secret = api_key_issue(
-            owner=owner, name=probe.name, expires_at=validated_data.get("expires_at")
-        )
-        api_key._secret = secret  # type: ignore[attr-defined]
-        return api_key
-
-    def update(self, api_key: ApiKey, validated_data: dict[str, Any]) -> ApiKey:
-        if "owner" in validated_data and validated_data["owner"] != api_key.owner:
-            raise serializers.ValidationError({"owner": "A key's owner cannot change."})
-        for name in ("name", "expires_at"):
-            if name in validated_data:
-                setattr(api_key, name, validated_data[name])
-        full_clean(api_key)
-        api_key.save()
-        return api_key
-
-
-class AuditEntrySerializer(serializers.ModelSerializer):
-    class Meta:
-        model = AuditEntry
-        fields = [field.name for field in AuditEntry._meta.concrete_fields]
-
-
-class ConfigRevisionSerializer(serializers.ModelSerializer):
-    """One configuration version of the timeline (routing.api.revisions), without its document:
-    who published it, when, from where, why, and a one-line summary of its changes."""
-
-    author = serializers.SerializerMethodField(help_text="The author's username, if known.")
-
-    class Meta:
-        model = ConfigRevision
-        fields = ("number", "created_at", "author", "source", "comment", "summary")
-        read_only_fields = fields
-
-    def get_author(self, revision: ConfigRevision) -> str | None:
-        return revision.author_name or None
-
-
-class RollbackSerializer(serializers.Serializer):
-    """The body of a rollback: an optional comment, recorded after "Rollback to vN: "."""
-
-    comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)

@@ -26,9 +26,9 @@ from rest_framework.views import APIView
 
 from routing.api.document_shape import DocumentInvalid
 from routing.api.permissions import ConfigDocumentPermission
+from routing.api.record_serializers import ConfigRevisionSerializer, RollbackSerializer
 from routing.api.revision_diff import EMPTY_DOCUMENT, document_diff
 from routing.api.revisions import revision_rollback
-from routing.api.serializers import ConfigRevisionSerializer, RollbackSerializer
 from routing.api.views import ManagementApi
 from routing.models import ConfigRevision
 

@@ -32,7 +32,9 @@ from audit.models import AuditEntry
 from routing.api import serializers
 from routing.api.authentication import AdminSessionAuthentication, UserCredentialsAuthentication
 from routing.api.concurrency import etag_of, require_current
+from routing.api.key_serializers import ApiKeySerializer
 from routing.api.permissions import ModelPermissions
+from routing.api.record_serializers import AuditEntrySerializer
 from routing.cache_purge import purge_route_cache
 from routing.models import GatewayDefaults, RateLimitTier, RolePolicy, Route, Service
 
@@ -286,7 +288,7 @@ class ApiKeyViewSet(ConfigViewSet):
     """API keys by prefix. Creating one answers its secret once; DELETE revokes it (the row
     stays, for the audit trail). Filters: ?owner= (username), ?active=true|false."""
 
-    serializer_class = serializers.ApiKeySerializer
+    serializer_class = ApiKeySerializer
     lookup_field = "prefix"
     lookup_value_regex = r"[0-9a-f]+"
 
@@ -310,7 +312,7 @@ class AuditEntryViewSet(ETagged, ManagementApi, viewsets.ReadOnlyModelViewSet):
     """The audit trail, newest first. Filters: ?route=, ?outcome=allowed|denied, ?caller= (user
     id, email or key prefix), ?method=, ?status=, ?since= and ?until= (ISO date or date-time)."""
 
-    serializer_class = serializers.AuditEntrySerializer
+    serializer_class = AuditEntrySerializer
 
     def get_queryset(self) -> QuerySet[AuditEntry]:
         queryset = AuditEntry.objects.order_by("-created_at", "-id")
