@@ -126,6 +126,9 @@ class RequestContext:
     audit_closed: bool = False
     upstream_seconds: float = 0.0
     tier_name: str = ""  # the rate-limit tier that counted the request (metrics)
+    # Report-only: what a policy or tier in report-only mode would have refused ("policy" or
+    # "limit"; "" when nothing would have), counted and logged but not enforced.
+    would_deny: str = ""
     trace_id: str = ""  # W3C trace context: the trace this request belongs to
     span_id: str = ""  # the gateway's own span in that trace (the upstream's parent)
     trace_flags: str = "00"  # "01" when sampled
