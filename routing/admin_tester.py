@@ -1,5 +1,5 @@
 """The route tester in the admin: a form (method, host, path, headers as `Name: value` lines,
-token or API key) and the findings of routing.api.tester as a readable report, at
+token, API key or a user to test as) and the findings of routing.api.tester as a readable report, at
 /admin/routing/tester/. A route's page links to it with its path and first method filled in.
 
 The page belongs to no model, so it has no ModelAdmin to hang its URL on: `install` adds it to
@@ -11,15 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from routing.api.tester import explain
-from routing.api.tester_view import TesterSerializer, tester_request
+from routing.api.tester_view import TesterSerializer, tester_findings_for
 
 __all__ = ["install", "tester_view"]
 
@@ -51,7 +49,8 @@ def tester_view(request: HttpRequest) -> HttpResponse:
     if not _may_test(request):
         raise PermissionDenied
     source = request.POST if request.method == "POST" else request.GET
-    form = {k: source.get(k, "") for k in ("method", "host", "path", "headers", "token")}
+    fields = ("method", "host", "path", "headers", "token", "user")
+    form = {k: source.get(k, "") for k in fields}
     form["method"] = form["method"] or "GET"
     findings: dict[str, Any] | None = None
     errors: dict[str, Any] = {}
@@ -59,10 +58,9 @@ def tester_view(request: HttpRequest) -> HttpResponse:
         headers, bad = _header_lines(form["headers"])
         if bad:
             errors["headers"] = [f"Not a `Name: value` line: {line}" for line in bad]
-        body = TesterSerializer(data={**form, "headers": headers})
+        body = TesterSerializer(data={**form, "headers": headers}, context={"asker": request.user})
         if body.is_valid() and not errors:
-            asked = tester_request(body.validated_data, request.META.get("REMOTE_ADDR", ""))
-            findings = async_to_sync(explain)(asked)
+            findings = tester_findings_for(body.validated_data, request.META.get("REMOTE_ADDR", ""))
         else:
             errors |= {k: [str(e) for e in v] for k, v in body.errors.items()}
     context = {

@@ -58,14 +58,19 @@ TOP_LEVEL = {"version", DEFAULTS_SECTION, "api_keys", *(kind.section for kind in
 
 
 def document_apply(
-    document: dict[str, Any], *, prune: bool = False, dry_run: bool = False, actor: Any = None
+    document: dict[str, Any],
+    *,
+    prune: bool = False,
+    dry_run: bool = False,
+    actor: Any = None,
+    comment: str = "",
 ) -> Changes:
     """Validate `document` whole (DocumentInvalid lists every error; nothing changes), then,
     unless `dry_run`, write its differences in one transaction: one configuration version is
     published, or none when nothing differs. `prune` removes what the document lacks; `actor`
     is recorded as the user of every history record and as the author of the version in the
-    configuration timeline (an import, unless the caller names it otherwise)."""
-    with attributed(actor, ConfigRevision.Source.IMPORT), transaction.atomic():
+    configuration timeline (an import, unless the caller names it otherwise), with `comment`."""
+    with attributed(actor, ConfigRevision.Source.IMPORT, comment), transaction.atomic():
         if not dry_run:
             # Two imports at once are serialised (PostgreSQL), so neither plans against rows
             # the other is about to change.

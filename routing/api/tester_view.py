@@ -3,6 +3,11 @@
     {"method": "GET", "host": "api.example.com", "path": "/users/7?full=1",
      "headers": {"X-Version": "2"}, "token": "<jwt or API key>"}
 
+or, instead of a token, `"user": "<username>"`: test as that user. The tester mints an access
+token for them as /auth/token would (their roles now), uses it only for this explanation and
+shows it nowhere (an upstream header that would carry it reads "(token minted for <user>)").
+Testing as someone else takes accounts.view_user besides routing.view_route.
+
 answers the findings as JSON: the route that would match and the candidates that lost, the
 admission, identity and policy decisions, the tier and the caller's current count, the upstream
 request, the cache and CORS verdicts and the target the balancer would pick. Nothing is
@@ -24,10 +29,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from accounts.models import User
+from accounts.serializers import access_token_for
 from routing.api.tester import TesterRequest, explain
 from routing.api.views import ManagementApi
 
-__all__ = ["TesterSerializer", "TesterView", "tester_request"]
+__all__ = ["TesterSerializer", "TesterView", "tester_findings_for", "tester_request"]
 
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")  # RFC 9110 token: methods, header names
 
@@ -53,6 +60,9 @@ class TesterSerializer(serializers.Serializer):
     )
     token = serializers.CharField(
         max_length=8192, required=False, allow_blank=True, default="", trim_whitespace=True
+    )
+    user = serializers.CharField(
+        max_length=150, required=False, allow_blank=True, default="", trim_whitespace=True
     )
 
     def validate_method(self, value: str) -> str:
@@ -85,6 +95,21 @@ class TesterSerializer(serializers.Serializer):
             raise serializers.ValidationError("A token is one line of text.")
         return value
 
+    def validate_user(self, value: str) -> str:
+        if not value:
+            return value
+        asker = self.context.get("asker")
+        if asker is None or not asker.has_perm("accounts.view_user"):
+            raise serializers.ValidationError("Testing as a user needs permission to view users.")
+        if not User.objects.filter(username=value, is_active=True).exists():
+            raise serializers.ValidationError(f"No active user is named {value}.")
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("token") and attrs.get("user"):
+            raise serializers.ValidationError({"user": "Give a token or a user, not both."})
+        return attrs
+
 
 class MayViewRoutes(BasePermission):
     """Staff with routing.view_route: what the findings reveal is route configuration."""
@@ -101,15 +126,40 @@ class MayViewRoutes(BasePermission):
 
 
 def tester_request(data: dict[str, Any], client_ip: str) -> TesterRequest:
-    """A validated body as the tester's input; the caller's own address stands for the client."""
+    """A validated body as the tester's input; the caller's own address stands for the client.
+    A `user` becomes a token minted for them (see `tester_findings_for`)."""
+    token = data.get("token", "")
+    if data.get("user"):
+        token = access_token_for(User.objects.get(username=data["user"], is_active=True))
     return TesterRequest(
         method=data["method"],
         host=data.get("host", ""),
         path=data["path"],
         headers=dict(data.get("headers") or {}),
-        token=data.get("token", ""),
+        token=token,
         client_ip=client_ip or "127.0.0.1",
     )
+
+
+def tester_findings_for(data: dict[str, Any], client_ip: str) -> dict[str, Any]:
+    """The findings for a validated body; a token minted for `user` is replaced wherever it
+    would show (the upstream's Authorization header on a route that forwards it)."""
+    asked = tester_request(data, client_ip)
+    found = async_to_sync(explain)(asked)
+    if data.get("user"):
+        found = _hidden(found, asked.token, f"(token minted for {data['user']})")
+        found["tested_as"] = data["user"]
+    return found
+
+
+def _hidden(value: Any, secret: str, shown: str) -> Any:
+    if isinstance(value, str):
+        return value.replace(secret, shown)
+    if isinstance(value, dict):
+        return {k: _hidden(v, secret, shown) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_hidden(v, secret, shown) for v in value]
+    return value
 
 
 class TesterView(ManagementApi, APIView):
@@ -119,7 +169,8 @@ class TesterView(ManagementApi, APIView):
 
     @extend_schema(request=TesterSerializer, responses={200: OpenApiTypes.OBJECT})
     def post(self, request: Request) -> Response:
-        body = TesterSerializer(data=request.data)
+        body = TesterSerializer(data=request.data, context={"asker": request.user})
         body.is_valid(raise_exception=True)
-        asked = tester_request(body.validated_data, request.META.get("REMOTE_ADDR", ""))
-        return Response(async_to_sync(explain)(asked))
+        return Response(
+            tester_findings_for(body.validated_data, request.META.get("REMOTE_ADDR", ""))
+        )

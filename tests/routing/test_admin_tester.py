@@ -7,9 +7,11 @@ from __future__ import annotations
 import html
 
 import pytest
+from django.contrib.auth.models import Group
 from django.test import Client
 
 from accounts.models import User
+from routing.models import RolePolicy
 from tests.conftest import make_route, make_service, publish, received
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -68,6 +70,28 @@ def test_the_form_shows_the_findings(admin_client, upstream):
     assert '<td class="upstream-query">x=1</td>' in text
     assert "x-client: yes" in text
     assert f'<strong class="picked">{upstream.url}</strong>' in text
+    assert received(upstream) == []
+
+
+def test_the_form_tests_as_a_user(admin_client, upstream):
+    nurse = User.objects.create_user("nora", password="pw-9x-long")
+    nurse.groups.add(Group.objects.create(name="nurse"))
+    make_route(
+        make_service("svc", upstream.url),
+        "/charts",
+        name="charts",
+        role_policy=RolePolicy.objects.create(name="doctors", kind="any_of"),
+    )
+    RolePolicy.objects.get(name="doctors").roles.add(Group.objects.create(name="doctor"))
+    publish()
+
+    form = admin_client.get(PAGE).content.decode()
+    answer = admin_client.post(PAGE, {"method": "GET", "path": "/charts", "user": "nora"})
+
+    assert 'name="user"' in form
+    text = html.unescape(answer.content.decode())
+    assert "roles nurse" in text
+    assert "Stopped at <strong>policy</strong>: 403 forbidden" in text
     assert received(upstream) == []
 
 

@@ -27,13 +27,20 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prune", action="store_true", help="Also remove what the document does not list."
         )
+        parser.add_argument(
+            "--comment",
+            default="",
+            help="Why: shown with the published version in the configuration timeline.",
+        )
 
-    def handle(self, *args: Any, file: str, dry_run: bool, prune: bool, **options: Any) -> None:
+    def handle(
+        self, *args: Any, file: str, dry_run: bool, prune: bool, comment: str, **options: Any
+    ) -> None:
         text = self._read(file)
         try:
             document = document_load(text)
             before = _version()
-            changes = document_apply(document, prune=prune, dry_run=dry_run)
+            changes = document_apply(document, prune=prune, dry_run=dry_run, comment=comment)
         except DocumentInvalid as exc:
             for error in exc.errors:
                 self.stderr.write(error)

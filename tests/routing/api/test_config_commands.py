@@ -14,7 +14,7 @@ from django.test import override_settings
 from routing.api.document import document_dump, document_export
 from routing.config import publish
 from routing.config.holder import holder
-from routing.models import ConfigVersion, Route, Service
+from routing.models import ConfigRevision, ConfigVersion, Route, Service
 from tests.conftest import make_route, make_service
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,6 +69,19 @@ def test_import_prints_the_diff_and_publishes_one_version(tmp_path: Path):
     assert f"Applied: version {before + 1} published." in out
     assert version() == before + 1
     assert Route.objects.get(name="users").strip_prefix is True
+
+
+def test_import_comment_shows_on_the_version_in_the_timeline(tmp_path: Path, admin_client):
+    path = tmp_path / "portier.yaml"
+    path.write_text(DOCUMENT)
+
+    run("portier_import", str(path), "--comment", "users API from the release pipeline")
+
+    revision = ConfigRevision.objects.order_by("-number").first()
+    assert revision.source == "import"
+    assert revision.comment == "users API from the release pipeline"
+    timeline = admin_client.get("/admin/routing/configrevision/").content.decode()
+    assert "users API from the release pipeline" in timeline
 
 
 def test_importing_again_changes_nothing_and_publishes_nothing(tmp_path: Path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 
 from accounts.models import User
 from routing.upstream import balancer
@@ -184,3 +184,47 @@ def test_staff_without_view_route_may_not_ask(client):
     )
     assert allowed.status_code == 200, allowed.text
     assert client.post("/admin/api/tester", json={}).status_code in {401, 403}
+
+
+def test_it_tests_as_a_user_with_their_roles_and_never_shows_the_token(client, admin, upstream):
+    doctor = User.objects.create_user("dana", email="dana@example.com", password="pw-9x-long")
+    doctor.groups.add(Group.objects.create(name="doctor"))
+    User.objects.create_user("nurse-nora", password="pw-9x-long")
+    route = make_route(
+        make_service("svc", upstream.url),
+        "/p",
+        role_policy=policy("any_of", "doctor"),
+        forward_authorization=True,
+    )
+    publish()
+
+    as_doctor = ask(client, admin, path="/p", user="dana")
+    as_nurse = ask(client, admin, path="/p", user="nurse-nora")
+
+    assert as_doctor["tested_as"] == "dana"
+    assert as_doctor["identity"]["subject"] == str(doctor.pk)
+    assert as_doctor["identity"]["roles"] == ["doctor"]
+    assert as_doctor["policy"]["decision"] == "allowed"
+    assert as_nurse["policy"]["decision"] == "denied"
+    assert as_nurse["outcome"]["status"] == 403
+    forwarded = dict(as_doctor["upstream"]["headers"])
+    assert forwarded["authorization"] == "Bearer (token minted for dana)"
+    assert "eyJ" not in str(as_doctor)  # no JWT anywhere in the findings
+    assert route.name == as_doctor["route"]["name"] and received(upstream) == []
+
+
+def test_testing_as_a_user_needs_view_user_and_a_real_user(client, admin):
+    staff = User.objects.create_user("staff", password="pw-9x-long", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_route"))
+    User.objects.create_user("dana", password="pw-9x-long")
+    body = {"method": "GET", "path": "/", "user": "dana"}
+
+    refused = client.post("/admin/api/tester", json=body, headers=bearer(staff))
+    unknown = client.post("/admin/api/tester", json={**body, "user": "nobody"}, headers=admin)
+    both = client.post("/admin/api/tester", json={**body, "token": "x.y.z"}, headers=admin)
+
+    for response in (refused, unknown, both):
+        assert response.status_code == 400, response.text
+        assert error_code(response) == "invalid_request"
+    assert "view users" in refused.text
+    assert "No active user is named nobody" in unknown.text
