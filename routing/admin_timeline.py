@@ -86,7 +86,32 @@ class ConfigRevisionAdmin(admin.ModelAdmin):
             self.admin_site.admin_view(self.rollback_view),
             name="routing_configrevision_rollback",
         )
-        return [rollback, *super().get_urls()]
+        comment = path(
+            "<int:number>/comment/",
+            self.admin_site.admin_view(self.comment_view),
+            name="routing_configrevision_comment",
+        )
+        return [rollback, comment, *super().get_urls()]
+
+    def may_comment(self, request: HttpRequest, revision: ConfigRevision) -> bool:
+        """A version's author may say why afterwards (an admin save has no comment box); so may
+        whoever may roll back. The configuration itself is not touched."""
+        user = request.user
+        return self.may_roll_back(request) or (
+            revision.author_id is not None and revision.author_id == user.pk
+        )
+
+    def comment_view(self, request: HttpRequest, number: int) -> HttpResponse:
+        """POST: set the version's comment (at most 2,000 characters), back to its page."""
+        revision = self._revision(request, number)
+        if request.method != "POST" or not self.may_comment(request, revision):
+            raise PermissionDenied
+        revision.comment = request.POST.get("comment", "").strip()[:2000]
+        revision.save(update_fields=["comment"])
+        self.message_user(request, f"The comment of v{revision.number} is saved.")
+        return HttpResponseRedirect(
+            reverse("admin:routing_configrevision_change", args=[revision.number])
+        )
 
     def _revision(self, request: HttpRequest, number: Any) -> ConfigRevision:
         if not self.has_view_permission(request):
@@ -109,6 +134,7 @@ class ConfigRevisionAdmin(admin.ModelAdmin):
             "revision": revision,
             "is_current": revision.number == latest.first(),
             "may_roll_back": self.may_roll_back(request),
+            "may_comment": self.may_comment(request, revision),
         }
 
     def change_view(

@@ -39,6 +39,31 @@ def test_an_admin_form_save_is_one_version_by_its_user(admin_client, admin_user)
     assert revision.number == ConfigVersion.objects.get().number
 
 
+def test_the_author_of_an_admin_save_says_why_afterwards_on_the_versions_page(
+    admin_client, admin_user
+):
+    route = make_route(make_service("users", "http://127.0.0.1:9"), "/users", name="users")
+    admin_client.post(f"/admin/routing/route/{route.pk}/change/", route_form_of(route, path="/p"))
+    number = latest().number
+    page = admin_client.get(f"/admin/routing/configrevision/{number}/change/").content.decode()
+    assert 'id="version-comment"' in page
+
+    saved = admin_client.post(
+        f"/admin/routing/configrevision/{number}/comment/", {"comment": " moved to /p for v2 "}
+    )
+
+    assert saved.status_code == 302
+    assert ConfigRevision.objects.get(pk=number).comment == "moved to /p for v2"
+    timeline = admin_client.get("/admin/routing/configrevision/").content.decode()
+    assert "moved to /p for v2" in timeline
+    viewer = User.objects.create_user("viewer", password="pw-9x-long", is_staff=True)
+    other = Client()
+    other.force_login(viewer)
+    refused = other.post(f"/admin/routing/configrevision/{number}/comment/", {"comment": "x"})
+    assert refused.status_code == 403
+    assert ConfigRevision.objects.get(pk=number).comment == "moved to /p for v2"
+
+
 def test_the_index_links_the_timeline_which_lists_each_version(admin_client):
     make_route(make_service("users", "http://127.0.0.1:9"), "/users", name="users")
     index = admin_client.get("/admin/").content.decode()
