@@ -258,6 +258,14 @@ if PORTIER_CHUNKED_BUFFER_BYTES < 0:
         f"PORTIER_CHUNKED_BUFFER_BYTES must be 0 (always stream) or more, got "
         f"{PORTIER_CHUNKED_BUFFER_BYTES!r}"
     )
+# Server-sent events (text/event-stream answers): once the answer's head has come, the service's
+# read timeout gives way to this one, the longest silence a stream may keep (routing.upstream.
+# transport): a healthy stream that sends an event or a heartbeat now and then is never cut.
+PORTIER_STREAM_IDLE_TIMEOUT = env_float("PORTIER_STREAM_IDLE_TIMEOUT", 300.0)
+if PORTIER_STREAM_IDLE_TIMEOUT <= 0:
+    raise ImproperlyConfigured(
+        f"PORTIER_STREAM_IDLE_TIMEOUT must be more than 0, got {PORTIER_STREAM_IDLE_TIMEOUT!r}"
+    )
 # Paths the gateway serves itself (each one and everything below it); a route may not shadow them.
 PORTIER_RESERVED_PATHS = (
     "/admin",

@@ -134,6 +134,8 @@ def fresh_seconds(
     for name, value in headers:
         if name == b"set-cookie" or name == b"content-range":
             return None
+        if name == b"content-type" and value.split(b";")[0].strip().lower() == b"text/event-stream":
+            return None  # a live stream: never stored, and never waited for by coalesced misses
         if name == b"cache-control":
             for item in value.decode("latin-1").lower().split(","):
                 key, _, arg = item.strip().partition("=")

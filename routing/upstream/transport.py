@@ -94,6 +94,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     sock_read=timeout.get("read"),
                 ),
             )
+        idle = request.extensions.get("stream_idle_timeout")
+        if idle and response.content_type == "text/event-stream":
+            _stream_idle(response, idle)
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
@@ -109,6 +112,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _stream_idle(response: aiohttp.ClientResponse, seconds: float) -> None:
+    """Server-sent events: from now on the connection may stay silent for `seconds` between two
+    reads instead of the service's read timeout (aiohttp re-arms this timer on every read)."""
+    connection = response.connection
+    if connection is None or connection.protocol is None:
+        return  # the body has been read already: nothing left to wait for
+    connection.protocol.read_timeout = seconds
+    connection.protocol.start_timeout()
 
 
 class _ClientBody:

@@ -9,7 +9,10 @@ body is refused with 413 past the route's limit (its own, else PORTIER_MAX_BODY_
 Content-Length before anything is read, or as soon as a chunked body passes it. A chunked body
 is read whole up to PORTIER_CHUNKED_BUFFER_BYTES and sent with a Content-Length, as NGINX does:
 many simple upstreams read a body by its Content-Length only and would see none; a larger one,
-or any on a route with `stream_uploads`, is streamed through chunked. Which target,
+or any on a route with `stream_uploads`, is streamed through chunked. Server-sent events
+(text/event-stream) are relayed as each piece arrives, never compressed or cached, and once their
+head has come they are bounded by PORTIER_STREAM_IDLE_TIMEOUT (silence between two reads) instead
+of the service's read timeout. Which target,
 and what each attempt did to its in-flight count and health, is the lease's business
 (routing.upstream.lease); this stage decides what to try next and what the client is told.
 """
@@ -120,7 +123,10 @@ async def _send(
             target.origin.copy_with(raw_path=_raw_path(ctx, target)),
             headers=ctx.upstream_headers,
             content=content,
-            extensions={"timeout": service.timeout},
+            extensions={
+                "timeout": service.timeout,
+                "stream_idle_timeout": settings.PORTIER_STREAM_IDLE_TIMEOUT,
+            },
         )
         try:
             # The budget also bounds the wait for a free pooled connection, which aiohttp's own
