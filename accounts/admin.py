@@ -2,10 +2,17 @@
 
 A user can be signed out everywhere (an action on the list, a button on the user's page): their
 tokens issued until then stop working on every gateway within a second. The admin's login form
-shares the failed sign-in limit of /auth/token (accounts.forms)."""
+shares the failed sign-in limit of /auth/token (accounts.forms).
+
+A user's page also shows their API keys and their failed sign-ins, with "Clear sign-in
+lockout"; sections about other apps' objects (routing: the routes the user can reach) are added
+through `user_page_sections`, since accounts imports no app above it. An API key's page has
+"Revoke", behind a confirmation page."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import admin, messages
@@ -16,17 +23,37 @@ from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
 
 from accounts.forms import LimitedAdminAuthenticationForm
+from accounts.login_limits import login_lockout, login_lockout_clear
 from accounts.models import ApiKey, User
 from accounts.services import api_key_issue, api_key_revoke, user_sign_out_everywhere
 from audit.admin import ConfigChangeAdmin
 
+__all__ = ["ApiKeyAdmin", "PortierUserAdmin", "UserSection", "user_page_sections"]
+
 admin.site.login_form = LimitedAdminAuthenticationForm
 
 _SIGNED_OUT = "Signed out everywhere: tokens issued until now are refused within a second."
+_KEY_REVOKED = "API key revoked: every gateway refuses it within a second."
+
+
+@dataclass(frozen=True, slots=True)
+class UserSection:
+    """A read-only section of a user's page, rendered from `template` with `context`."""
+
+    id: str  # the element id, stable for browser tests
+    title: str
+    template: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+# Sections other apps add to a user's page (routing.admin_users: "Reachable routes"); each gets
+# the request and the user, and returns None to show nothing (say, to a viewer without access).
+user_page_sections: list[Callable[[HttpRequest, User], UserSection | None]] = []
 
 
 @admin.register(User)
@@ -50,7 +77,53 @@ class PortierUserAdmin(UserAdmin):
             self.admin_site.admin_view(require_POST(self.sign_out_view)),
             name="accounts_user_sign_out_everywhere",
         )
-        return [sign_out, *super().get_urls()]
+        clear_lockout = path(
+            "<int:pk>/clear-sign-in-lockout/",
+            self.admin_site.admin_view(require_POST(self.clear_lockout_view)),
+            name="accounts_user_clear_sign_in_lockout",
+        )
+        return [sign_out, clear_lockout, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        user = self.get_object(request, object_id)
+        if user is not None and self.has_view_or_change_permission(request, user):
+            extra_context = {**(extra_context or {}), **self._overview(request, user)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def _overview(self, request: HttpRequest, user: User) -> dict[str, Any]:
+        """The read-only sections under the user's form: other apps' sections, the user's API
+        keys (for a viewer who may see keys) and their failed sign-ins."""
+        sections = [section(request, user) for section in user_page_sections]
+        may_see_keys = request.user.has_perm("accounts.view_apikey")
+        return {
+            "user_sections": [s for s in sections if s is not None],
+            "api_keys": user.api_keys.order_by("-created_at") if may_see_keys else None,
+            "lockout": login_lockout(logins=[user.get_username(), user.email]),
+            "may_clear_lockout": self.has_change_permission(request, user),
+        }
+
+    def clear_lockout_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The "Clear sign-in lockout" button: POST only, for who may change the user."""
+        user = get_object_or_404(User, pk=pk)
+        if not self.has_change_permission(request, user):
+            raise PermissionDenied
+        try:
+            login_lockout_clear(logins=[user.get_username(), user.email])
+        except Exception as exc:  # the cache is down: say so rather than fail the page
+            self.message_user(
+                request, f"The lockout could not be cleared: {type(exc).__name__}.", messages.ERROR
+            )
+        else:
+            self.message_user(
+                request, "Sign-in lockout cleared: the user can sign in again from any address."
+            )
+        return HttpResponseRedirect(reverse("admin:accounts_user_change", args=[pk]))
 
     @admin.display(description="roles")
     def roles(self, obj: User) -> str:
@@ -101,6 +174,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     readonly_fields = ("prefix", "created_at", "last_used_at", "revoked_at")
     autocomplete_fields = ("owner",)
     actions = ("revoke",)
+    change_form_template = "admin/accounts/apikey/change_form.html"
 
     @staticmethod
     def may_choose_owner(request: HttpRequest) -> bool:
@@ -132,6 +206,37 @@ class ApiKeyAdmin(admin.ModelAdmin):
             f"API key created. Copy it now, it will not be shown again: {key}",
             messages.WARNING,
         )
+
+    def get_urls(self) -> list[URLPattern]:
+        revoke = path(
+            "<int:pk>/revoke/",
+            self.admin_site.admin_view(self.revoke_view),
+            name="accounts_apikey_revoke",
+        )
+        return [revoke, *super().get_urls()]
+
+    def revoke_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """GET: "Revoke this key?" with the key's owner and name; POST (the confirmation):
+        revoke it. For who may change the key."""
+        api_key = get_object_or_404(ApiKey.objects.select_related("owner"), pk=pk)
+        if not self.has_change_permission(request, api_key):
+            raise PermissionDenied
+        change_url = reverse("admin:accounts_apikey_change", args=[pk])
+        if api_key.revoked_at is not None:
+            self.message_user(request, "This API key is already revoked.", messages.INFO)
+            return HttpResponseRedirect(change_url)
+        if request.method == "POST":
+            api_key_revoke(api_key=api_key)
+            self.message_user(request, _KEY_REVOKED, messages.SUCCESS)
+            return HttpResponseRedirect(change_url)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Revoke this API key?",
+            "original": api_key,
+            "change_url": change_url,
+        }
+        return TemplateResponse(request, "admin/accounts/apikey/revoke.html", context)
 
     @admin.action(description="Revoke selected API keys")
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:

@@ -1,4 +1,5 @@
-"""ASGI entry point: Django for the gateway's own paths, the lean proxy entry for the rest.
+"""ASGI entry point: Django for the gateway's own paths, the lean proxy entry for the rest, and
+the WebSocket relay (routing.proxy.websocket) for upgrades on proxied paths.
 
 Lifespan startup starts the process's data plane (routing.dataplane: the configuration snapshot
 and its refresher, the health monitor, the traffic flusher) before the first request. Shutdown
@@ -23,6 +24,7 @@ django_app = get_asgi_application()
 from routing import dataplane  # noqa: E402  (after Django is set up)
 from routing.proxy.asgi_entry import proxy_app  # noqa: E402
 from routing.proxy.paths import is_reserved_path  # noqa: E402
+from routing.proxy.websocket import websocket_app  # noqa: E402
 
 logger = logging.getLogger("portier.serve")
 
@@ -34,10 +36,14 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await django_app(scope, receive, send)
         else:
             await proxy_app(scope, receive, send)
+    elif kind == "websocket":
+        if is_reserved_path(scope["path"]):
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1008})  # no WebSocket of its own
+        else:
+            await websocket_app(scope, receive, send)
     elif kind == "lifespan":
         await _lifespan(receive, send)
-    else:  # websockets are not proxied yet
-        await send({"type": "websocket.close", "code": 1008})
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

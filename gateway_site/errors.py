@@ -2,13 +2,19 @@
 (routing.proxy.errors): Django's 404 and 500 handlers, and DRF's exception handler for /auth/
 and the registry API. Every such body carries the request's id (the client's X-Request-ID when
 sane, else a new one, kept on the request so every answer to it names the same id), and the
-same id in the X-Request-ID header."""
+same id in the X-Request-ID header.
+
+One exception: a 403 for signed-in staff on the admin's pages is the admin's own page
+(templates/403.html), with the way back; the management API (/admin/api/) answers JSON."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import DisallowedHost
 from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.http import url_has_allowed_host_and_scheme
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework_simplejwt.exceptions import InvalidToken
 
@@ -18,6 +24,7 @@ __all__ = [
     "bad_request",
     "json_exception_handler",
     "not_found",
+    "permission_denied",
     "reserved_not_found",
     "server_error",
 ]
@@ -63,6 +70,38 @@ def reserved_not_found(request: HttpRequest) -> HttpResponse:
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     return json_error(404, "not_found", "This gateway path does not exist.", request_id_of(request))
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Staff refused an admin page see it in the admin, with links back; anything else gets
+    the one error shape."""
+    user = getattr(request, "user", None)
+    in_admin = request.path.startswith("/admin/") and not request.path.startswith("/admin/api/")
+    if in_admin and user is not None and user.is_active and user.is_staff:
+        from django.contrib import admin  # the admin's apps are ready by the time anyone asks
+
+        context = {
+            **admin.site.each_context(request),
+            "title": "Permission denied",
+            "previous": _previous_page(request),
+        }
+        return render(request, "403.html", context, status=403)
+    return json_error(
+        403, "forbidden", "You do not have permission to do this.", request_id_of(request)
+    )
+
+
+def _previous_page(request: HttpRequest) -> str:
+    """The page the user came from, when it is one of this site's (else "")."""
+    referer = request.META.get("HTTP_REFERER", "")
+    try:
+        host = request.get_host()
+    except DisallowedHost:
+        return ""
+    same_site = url_has_allowed_host_and_scheme(
+        referer, allowed_hosts={host}, require_https=request.is_secure()
+    )
+    return referer if same_site and referer != request.build_absolute_uri() else ""
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -6,6 +6,8 @@
   a request (slow clients: 408, connection closed).
 - proxy_headers is off: uvicorn would otherwise trust X-Forwarded-For from 127.0.0.1 and rewrite
   the client address, letting any local hop spoof it. Portier decides whom to trust itself.
+- WebSockets: websockets' sans-I/O protocol, subclassed (gateway_site.ws_protocol) to close with
+  1001 on shutdown and to bound messages by PORTIER_WEBSOCKET_MAX_MESSAGE_BYTES.
 - No Server/Date headers or access log from uvicorn: upstream headers pass through unchanged
   and the gateway writes its own access log.
 - Shutdown (SIGTERM): stop accepting, let in-flight requests finish for drain_seconds(), cut the
@@ -28,11 +30,13 @@ from uvicorn_worker import UvicornWorker
 
 from gateway_site.env import env_int
 from gateway_site.protocol import PortierHttpProtocol
+from gateway_site.ws_protocol import PortierWebSocketProtocol
 
 __all__ = ["UVICORN_OPTIONS", "PortierWorker", "drain_seconds", "main"]
 
 UVICORN_OPTIONS: dict[str, Any] = {
     "http": PortierHttpProtocol,
+    "ws": PortierWebSocketProtocol,
     "loop": "uvloop",
     "lifespan": "on",
     "proxy_headers": False,

@@ -266,6 +266,14 @@ if PORTIER_STREAM_IDLE_TIMEOUT <= 0:
     raise ImproperlyConfigured(
         f"PORTIER_STREAM_IDLE_TIMEOUT must be more than 0, got {PORTIER_STREAM_IDLE_TIMEOUT!r}"
     )
+# The largest WebSocket message relayed, either way (gateway_site.ws_protocol for the client's,
+# routing.proxy.websocket for the upstream's): a bigger one closes the connection with 1009.
+PORTIER_WEBSOCKET_MAX_MESSAGE_BYTES = env_int("PORTIER_WEBSOCKET_MAX_MESSAGE_BYTES", 1024 * 1024)
+if PORTIER_WEBSOCKET_MAX_MESSAGE_BYTES < 1:
+    raise ImproperlyConfigured(
+        "PORTIER_WEBSOCKET_MAX_MESSAGE_BYTES must be at least 1, got "
+        f"{PORTIER_WEBSOCKET_MAX_MESSAGE_BYTES!r}"
+    )
 # Paths the gateway serves itself (each one and everything below it); a route may not shadow them.
 PORTIER_RESERVED_PATHS = (
     "/admin",

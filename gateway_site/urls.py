@@ -31,5 +31,6 @@ urlpatterns = [
 ]
 
 handler400 = "gateway_site.errors.bad_request"
+handler403 = "gateway_site.errors.permission_denied"
 handler404 = "gateway_site.errors.not_found"
 handler500 = "gateway_site.errors.server_error"

@@ -154,18 +154,43 @@ def _blank(value: Any) -> Any:
     return "-" if value is None or value == "" else value
 
 
+def health_verdict(targets: list[dict[str, Any]]) -> tuple[str, str, str]:
+    """(text, colour, explanation) of a service's badge from its targets' report
+    (routing.observe.service_health): red when a target is out of rotation (unhealthy, or its
+    circuit open), green when every one passed its active check, grey otherwise (no targets, no
+    active checks, or not probed yet)."""
+    total = len(targets)
+    if not total:
+        return "unknown", "muted", "No enabled targets and no registered instances."
+    available = sum(1 for t in targets if t["available"])
+    if available < total:
+        return f"{available}/{total} healthy", "bad", "Targets out of rotation: see the page."
+    if all(t["state"] == "healthy" for t in targets):
+        return f"{total}/{total} healthy", "good", "Every target passed its active check."
+    return "unknown", "muted", f"{total} in rotation, not (yet) checked by active probes."
+
+
+def _badge(text: str, colour: str, title: str) -> SafeString:
+    return format_html('<span class="portier-badge {}" title="{}">{}</span>', colour, title, text)
+
+
+# The service page's fieldsets after the targets: folded, each named for what it tunes.
+ADVANCED = ("collapse",)
+
+
 @admin.register(Service)
 class ServiceAdmin(admin.ModelAdmin):
+    """The targets and their live health come first (the page's template puts the targets'
+    inline right after them); the tuning is folded below."""
+
+    change_form_template = "admin/routing/service/change_form.html"
     list_display = (
         "name",
         "enabled",
-        "balancing",
+        "health_badge",
         "active_targets",
-        "health_summary",
+        "balancing",
         "route_count",
-        "connect_timeout",
-        "read_timeout",
-        "retries",
         "updated_at",
     )
     list_filter = ("enabled", "balancing", "allow_registration")
@@ -183,26 +208,31 @@ class ServiceAdmin(admin.ModelAdmin):
                 "refreshed about every second). Static targets are edited below.",
             },
         ),
-        ("Balancing", {"fields": ("balancing", "hash_on", "hash_header")}),
+        ("Balancing", {"classes": ADVANCED, "fields": ("balancing", "hash_on", "hash_header")}),
         (
             "Active health checks",
             {
+                "classes": ADVANCED,
                 "fields": (
                     "health_path",
                     "health_interval",
                     "health_timeout",
                     "healthy_threshold",
                     "unhealthy_threshold",
-                )
+                ),
             },
         ),
         (
             "Circuit breaker (passive health checks)",
-            {"fields": ("breaker_failures", "breaker_statuses", "breaker_cooldown")},
+            {
+                "classes": ADVANCED,
+                "fields": ("breaker_failures", "breaker_statuses", "breaker_cooldown"),
+            },
         ),
         (
             "Retries and timeouts",
             {
+                "classes": ADVANCED,
                 "fields": (
                     "connect_timeout",
                     "read_timeout",
@@ -211,12 +241,14 @@ class ServiceAdmin(admin.ModelAdmin):
                     "retries",
                     "retry_statuses",
                     "max_in_flight",
-                )
+                ),
             },
         ),
-        ("Registration", {"fields": ("allow_registration",)}),
-        ("History", {"fields": ("created_at", "updated_at")}),
+        ("Registration", {"classes": ADVANCED, "fields": ("allow_registration",)}),
+        ("History", {"classes": ADVANCED, "fields": ("created_at", "updated_at")}),
     )
+    # How many fieldsets come before the targets' inline (the template reads it).
+    fieldsets_before_targets = 2
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Service]:
         return (
@@ -236,15 +268,20 @@ class ServiceAdmin(admin.ModelAdmin):
     def route_count(self, obj: Service) -> int:
         return obj._routes  # type: ignore[attr-defined]
 
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        dataplane.start()  # the snapshot and the health board the badges read
+        return super().changelist_view(request, extra_context)
+
     @admin.display(description="health")
-    def health_summary(self, obj: Service) -> str:
-        """From this process's snapshot and health board: no query."""
-        spec = served_service(obj.name)
+    def health_badge(self, obj: Service) -> SafeString:
+        """Green when every target is healthy, red when one is out of rotation, grey when not
+        known: from this process's snapshot and health board, so no query and no cache call."""
+        spec = holder.current.services.get(obj.name)
         if spec is None:
-            return "not served"
-        targets = service_report(spec)["targets"]
-        available = sum(1 for t in targets if t["available"])
-        return f"{available}/{len(targets)} available"
+            return _badge("unknown", "muted", "Not served: disabled, or saved a moment ago.")
+        return _badge(*health_verdict(service_report(spec)["targets"]))
 
     @admin.display(description="targets and instances")
     def served_targets(self, obj: Service) -> SafeString | str:
@@ -346,15 +383,14 @@ def purge_message(count: int) -> str:
 @admin.register(Route)
 class RouteAdmin(JsonAsText, admin.ModelAdmin):
     form = RouteForm
+    # Narrow enough for 1280 px beside the filters: hosts ride in `match`, priority on the page.
     list_display = (
         "name",
         "match",
-        "service",
         "methods_display",
-        "hosts_display",
-        "priority",
-        "role_policy",
-        "rate_limit_tier",
+        "service",
+        "policy",
+        "tier",
         "enabled",
     )
     list_filter = ("enabled", "match_type", "service", "role_policy", "rate_limit_tier")
@@ -412,15 +448,20 @@ class RouteAdmin(JsonAsText, admin.ModelAdmin):
 
     @admin.display(description="match", ordering="path")
     def match(self, obj: Route) -> str:
-        return f"{obj.get_match_type_display().split(' ')[0].lower()} {obj.path}"
+        match = f"{obj.get_match_type_display().split(' ')[0].lower()} {obj.path}"
+        return f"{match} on {obj.hosts}" if obj.hosts else match
+
+    @admin.display(description="policy", ordering="role_policy__name")
+    def policy(self, obj: Route) -> str:
+        return obj.role_policy.name if obj.role_policy else "public"  # the kind is a filter
+
+    @admin.display(description="tier", ordering="rate_limit_tier__name")
+    def tier(self, obj: Route) -> str:
+        return str(obj.rate_limit_tier) if obj.rate_limit_tier else "-"
 
     @admin.display(description="methods")
     def methods_display(self, obj: Route) -> str:
         return obj.methods or "any"
-
-    @admin.display(description="hosts")
-    def hosts_display(self, obj: Route) -> str:
-        return obj.hosts or "any"
 
     @admin.display(description="Cache hit ratio (last 15 min)")
     def cache_hit_ratio(self, obj: Route) -> str:
@@ -468,7 +509,7 @@ class RouteAdmin(JsonAsText, admin.ModelAdmin):
 class RolePolicyForm(forms.ModelForm):
     class Meta:
         model = RolePolicy
-        fields = ("name", "kind", "roles", "description")
+        fields = ("name", "kind", "roles", "report_only", "description")
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
@@ -481,8 +522,8 @@ class RolePolicyForm(forms.ModelForm):
 @admin.register(RolePolicy)
 class RolePolicyAdmin(admin.ModelAdmin):
     form = RolePolicyForm
-    list_display = ("name", "kind", "roles_display", "route_count")
-    list_filter = ("kind",)
+    list_display = ("name", "kind", "roles_display", "mode", "route_count")
+    list_filter = ("kind", "report_only")
     search_fields = ("name", "description", "roles__name")
     filter_horizontal = ("roles",)
 
@@ -498,6 +539,10 @@ class RolePolicyAdmin(admin.ModelAdmin):
     def roles_display(self, obj: RolePolicy) -> str:
         return ", ".join(g.name for g in obj.roles.all()) or "-"
 
+    @admin.display(description="mode", ordering="report_only")
+    def mode(self, obj: RolePolicy) -> str:
+        return "report-only" if obj.report_only else "enforced"
+
     @admin.display(description="routes", ordering="_routes")
     def route_count(self, obj: RolePolicy) -> int:
         return obj._routes  # type: ignore[attr-defined]
@@ -505,12 +550,16 @@ class RolePolicyAdmin(admin.ModelAdmin):
 
 @admin.register(RateLimitTier)
 class RateLimitTierAdmin(admin.ModelAdmin):
-    list_display = ("name", "rate", "key", "header_name", "per_method", "route_count")
-    list_filter = ("key", "per_method")
+    list_display = ("name", "rate", "key", "header_name", "per_method", "mode", "route_count")
+    list_filter = ("key", "per_method", "report_only")
     search_fields = ("name", "description")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RateLimitTier]:
         return super().get_queryset(request).annotate(_routes=Count("routes", distinct=True))
+
+    @admin.display(description="mode", ordering="report_only")
+    def mode(self, obj: RateLimitTier) -> str:
+        return "report-only" if obj.report_only else "enforced"
 
     @admin.display(description="routes", ordering="_routes")
     def route_count(self, obj: RateLimitTier) -> int:
@@ -602,5 +651,8 @@ class RouteTierOverrideChangeAdmin(ConfigChangeAdmin):
         return f"{record.route} / {record.role} -> {record.tier}"
 
 
-# The configuration timeline and the route tester register themselves.
-from routing import admin_tester, admin_timeline  # noqa: E402, F401
+# The configuration timeline, the route tester and the user page's reachable routes register
+# themselves; the index's order is installed last, so it places the tester's page too.
+from routing import admin_index, admin_tester, admin_timeline, admin_users  # noqa: E402, F401
+
+admin_index.install(admin.site)

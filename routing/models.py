@@ -36,6 +36,14 @@ ROUTE_EDGE_FIELDS = (
     "ip_allow",
     "ip_deny",
 )
+# A route's WebSocket and composite options (routing.proxy.websocket, routing.config.composite),
+# as the admin's fieldset and the management API list them.
+ROUTE_REALTIME_FIELDS = (
+    "websocket",
+    "websocket_idle_timeout",
+    "websocket_max_connections",
+    "backends",
+)
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
 _RATE_RE = re.compile(r"^[1-9]\d*/([1-9]\d*)?[smhd]$")
 _REGEX_META = re.compile(r"[\\.^$*+?{}\[\]|()]")
@@ -261,6 +269,12 @@ class RolePolicy(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.AUTHENTICATED)
     roles = models.ManyToManyField(Group, blank=True, related_name="role_policies")
     description = models.CharField(max_length=255, blank=True)
+    report_only = models.BooleanField(
+        default=False,
+        help_text="Report only: callers the policy would refuse are let through, counted in "
+        "metrics, the access log and the dashboard, so you see whom it would block before "
+        "enforcing it.",
+    )
 
     history = HistoricalRecords(
         app="audit",
@@ -297,6 +311,11 @@ class RateLimitTier(models.Model):
     )
     per_method = models.BooleanField(default=False, help_text="Count each HTTP method separately.")
     description = models.CharField(max_length=255, blank=True)
+    report_only = models.BooleanField(
+        default=False,
+        help_text="Report only: requests over the limit are counted and served, and reported in "
+        "metrics, the access log and the dashboard; clients get no RateLimit headers.",
+    )
 
     history = HistoricalRecords(
         app="audit",
@@ -451,6 +470,32 @@ class Route(models.Model):
         default=list,
         blank=True,
         help_text="These client addresses or networks may not call the route (checked first).",
+    )
+    websocket = models.BooleanField(
+        default=False,
+        help_text="Accept WebSocket upgrades and relay their messages (after the same identity, "
+        "policy, limit and audit checks as any request). Browsers may send the token as the "
+        'subprotocols "bearer", TOKEN or as ?access_token=TOKEN.',
+    )
+    websocket_idle_timeout = models.FloatField(
+        default=300.0,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds a WebSocket may stay silent both ways before both sides are closed "
+        "(1001).",
+    )
+    websocket_max_connections = models.PositiveIntegerField(
+        default=0,
+        help_text="Most WebSocket connections open at once on this route, per gateway process "
+        "(503 past it); 0 = no cap.",
+    )
+    backends = models.JSONField(
+        null=True,
+        blank=True,
+        default=None,
+        help_text="Empty: an ordinary route. Or a composite route calling several services and "
+        'merging their JSON, e.g. [{"service": "users", "path": "/users/$user_id", "key": '
+        '"user"}, {"service": "orders", "path": "/orders?user={user.id}", "key": "orders", '
+        '"fields": ["id", "total"], "timeout": 2}].',
     )
     role_policy = models.ForeignKey(
         RolePolicy,

@@ -16,6 +16,7 @@ from django.db import models
 
 from routing.api.document_spellings import (
     ADDRESSES,
+    BACKENDS_OR_NULL,
     BOOL,
     BOOL_OR_NULL,
     CACHE_OR_NULL,
@@ -156,10 +157,14 @@ SERVICES = Kind(
 POLICIES = Kind(
     section="policies",
     model=RolePolicy,
-    fields=(Field("kind", "kind", STR), Field("description", "description", STR)),
+    fields=(
+        Field("kind", "kind", STR),
+        Field("report_only", "report_only", BOOL),
+        Field("description", "description", STR),
+    ),
     relations={"roles": NAMES},
     required=("name",),
-    order=("name", "kind", "roles", "description"),
+    order=("name", "kind", "roles", "report_only", "description"),
 )
 
 TIERS = Kind(
@@ -170,11 +175,12 @@ TIERS = Kind(
         Field("key", "key", STR),
         Field("header_name", "header_name", STR),
         Field("per_method", "per_method", BOOL),
+        Field("report_only", "report_only", BOOL),
         Field("description", "description", STR),
     ),
     relations={},
     required=("name", "rate"),
-    order=("name", "rate", "key", "header_name", "per_method", "description"),
+    order=("name", "rate", "key", "header_name", "per_method", "report_only", "description"),
 )
 
 # The edge options (routing.config.edge and .transforms), each spelt as its JSON column.
@@ -189,6 +195,13 @@ ROUTE_EDGE_KEYS = (
     # The response cache (routing.config.cache). Its `cache_generation` (bumped by a purge) is
     # state, not configuration: never exported nor accepted, and an import leaves it alone.
     Field("cache", "cache", CACHE_OR_NULL),
+)
+# WebSocket relay (routing.proxy.websocket) and composite routes (routing.config.composite).
+ROUTE_REALTIME_KEYS = (
+    Field("websocket", "websocket", BOOL),
+    Field("websocket_idle_timeout", "websocket_idle_timeout", NUMBER),
+    Field("websocket_max_connections", "websocket_max_connections", INT),
+    Field("backends", "backends", BACKENDS_OR_NULL),
 )
 
 _NAME_OR_NULL = Spelling("a name or null", lambda v: v is None or isinstance(v, str), as_is, as_is)
@@ -213,6 +226,7 @@ ROUTES = Kind(
         Field("max_body_bytes", "max_body_bytes", INT_OR_NULL),
         Field("audit", "audit", BOOL),
         *ROUTE_EDGE_KEYS,
+        *ROUTE_REALTIME_KEYS,
     ),
     relations={
         "service": STR,
@@ -250,6 +264,7 @@ ROUTES = Kind(
         "tiers_by_role",
         "audit",
         *(field.key for field in ROUTE_EDGE_KEYS),
+        *(field.key for field in ROUTE_REALTIME_KEYS),
     ),
 )
 

@@ -14,6 +14,7 @@ from routing.models import split_csv
 
 __all__ = [
     "ADDRESSES",
+    "BACKENDS_OR_NULL",
     "BOOL",
     "BOOL_OR_NULL",
     "CACHE_OR_NULL",
@@ -197,6 +198,12 @@ ADDRESSES = Spelling(
     lambda v: isinstance(v, list) and all(isinstance(item, str) for item in v),
     list,
     list,
+)
+BACKENDS_OR_NULL = Spelling(
+    f"a list of backends {_AS_JSON} or null (not a composite route)",
+    lambda v: v is None or (isinstance(v, list) and _is_json(v)),
+    _json_copy,
+    _json_copy,
 )
 CACHE_OR_NULL = Spelling(
     f"a mapping of response cache settings {_AS_JSON} or null (answers not cached)",

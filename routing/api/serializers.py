@@ -22,6 +22,7 @@ from routing.api.serializer_base import (
 )
 from routing.models import (
     ROUTE_EDGE_FIELDS,
+    ROUTE_REALTIME_FIELDS,
     GatewayDefaults,
     RateLimitTier,
     RolePolicy,
@@ -143,7 +144,7 @@ class PolicySerializer(CleanModelSerializer):
 
     class Meta:
         model = RolePolicy
-        fields = ["name", "kind", "roles", "description"]
+        fields = ["name", "kind", "roles", "report_only", "description"]
 
     def related_fields(self) -> tuple[str, ...]:
         return ("roles",)
@@ -165,7 +166,7 @@ class PolicySerializer(CleanModelSerializer):
 class TierSerializer(CleanModelSerializer):
     class Meta:
         model = RateLimitTier
-        fields = ["name", "rate", "key", "header_name", "per_method", "description"]
+        fields = ["name", "rate", "key", "header_name", "per_method", "report_only", "description"]
 
 
 # Spelt as their JSON columns (routing.config.edge, routing.config.transforms); null inherits.
@@ -218,6 +219,7 @@ class RouteSerializer(CleanModelSerializer):
             "audit",
             *ROUTE_EDGE_FIELDS,
             "cache",
+            *ROUTE_REALTIME_FIELDS,
             "cache_generation",
             "created_at",
             "updated_at",

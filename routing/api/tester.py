@@ -9,7 +9,8 @@ lease taken (routing.api.tester_findings). The upstream is never called.
 
 Unlike the pipeline, the tester goes on after a refusal where it can (a 403 still shows the
 tier and the upstream request the caller would get once allowed); `outcome` says where the
-real request would end.
+real request would end. A refusal of a report-only policy or tier is shown as its decision
+("would deny, report-only: not enforced", with the status it would answer) and ends nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from routing.config.holder import holder
 from routing.config.spec import RouteSpec, Snapshot
 from routing.observe import tracing
 from routing.proxy.context import Answered, GatewayError, RequestContext, request_id_from
-from routing.proxy.stages.access import authorize
+from routing.proxy.stages.access import authorize, policy_refusal
 from routing.proxy.stages.admission import admit
 from routing.proxy.stages.identity import identify
 from routing.proxy.stages.match import headers_match, host_matches, match, route_path_matches
@@ -162,8 +163,7 @@ async def explain(request: TesterRequest, snapshot: Snapshot | None = None) -> d
     report["cache"] = findings.cache_verdict(ctx)
     report["cors"] = findings.cors_verdict(ctx)
     report["target"] = findings.target_choice(ctx)
-    tier = report["tier"]
-    if tier and tier.get("count") is not None and tier["count"] >= tier["limit"]:
+    if report["tier"] and report["tier"].get("decision") == "denied":
         stops.append({"stage": "limit", "status": 429, "code": "rate_limited"})
     report["outcome"] = stops[0] if stops else {"stage": "forward", "status": None}
     return report
@@ -196,10 +196,15 @@ async def _policy(
         "name": policy.name if policy else "",
         "kind": policy.kind if policy else "public",
         "roles": list(policy.roles) if policy else [],
+        "report_only": policy.report_only if policy else False,
     }
     try:
         await authorize(ctx)
     except GatewayError as exc:
         stops.append(_refusal(exc, "policy"))
         return {**described, "decision": "denied", "status": exc.status, "code": exc.code}
+    refusal = policy_refusal(policy, ctx.identity) if policy is not None else None
+    if refusal is not None:  # a report-only policy: the request goes on
+        decision = findings.REPORT_ONLY
+        return {**described, "decision": decision, "status": refusal.status, "code": refusal.code}
     return {**described, "decision": "allowed"}

@@ -28,7 +28,17 @@ from routing.proxy.stages.forward import _sticky_key
 from routing.proxy.stages.limits import _key_value, _tier_for, limit_group
 from routing.upstream import balancer, health
 
-__all__ = ["cache_verdict", "cors_verdict", "target_choice", "tier_count", "upstream_request"]
+__all__ = [
+    "REPORT_ONLY",
+    "cache_verdict",
+    "cors_verdict",
+    "target_choice",
+    "tier_count",
+    "upstream_request",
+]
+
+# The decision shown for a policy or tier that would refuse but only reports it.
+REPORT_ONLY = "would deny, report-only: not enforced"
 
 logger = logging.getLogger("portier.tester")
 
@@ -38,7 +48,8 @@ def _text(headers: Headers) -> list[list[str]]:
 
 
 def tier_count(ctx: RequestContext) -> dict[str, Any] | None:
-    """The tier that would count this request, and how many it has counted so far."""
+    """The tier that would count this request, how many it has counted so far, and what it
+    would decide: allowed, denied (429), or the report-only note when over the limit."""
     route = ctx.route
     assert route is not None
     spec = _tier_for(route, ctx)
@@ -56,6 +67,7 @@ def tier_count(ctx: RequestContext) -> dict[str, Any] | None:
         "key": spec.key,
         "counted_as": value,
         "overridden": spec is not route.tier,
+        "report_only": spec.report_only,
         "reset_seconds": max(0, window - int(time.time())),
     }
     try:
@@ -63,7 +75,15 @@ def tier_count(ctx: RequestContext) -> dict[str, Any] | None:
     except Exception as exc:  # Redis down: the count is unknown, the rest still stands
         logger.info("route tester could not read a rate-limit count: %s", exc)
         return {**found, "count": None, "remaining": None, "error": "count unavailable"}
-    return {**found, "count": count, "remaining": max(0, spec.limit - count)}
+    decision = "allowed"
+    if count >= spec.limit:  # this request would be one over
+        decision = REPORT_ONLY if spec.report_only else "denied"
+    return {
+        **found,
+        "count": count,
+        "remaining": max(0, spec.limit - count),
+        "decision": decision,
+    }
 
 
 def _read_count(key: str) -> int:

@@ -17,6 +17,7 @@ from routing.api.config_view import ConfigDocumentView
 from routing.api.history import HistoryView
 from routing.api.permissions import IsStaff
 from routing.api.tester_view import TesterView
+from routing.api.traffic_view import TrafficView
 from routing.api.versions_view import VersionListView, VersionRollbackView, VersionView
 
 # Importing the schema module registers its OpenAPI extensions.
@@ -51,6 +52,7 @@ urlpatterns = [
         name="api-version-rollback",
     ),
     re_path(r"^tester/?$", TesterView.as_view(), name="api-tester"),
+    re_path(r"^traffic/?$", TrafficView.as_view(), name="api-traffic"),
     re_path(r"^history/(?P<kind>[-a-z]+)/?$", HistoryView.as_view(), name="api-history"),
     path("schema/", SpectacularAPIView.as_view(**_STAFF), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema", **_STAFF), name="api-docs"),

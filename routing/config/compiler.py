@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 
 from routing.config.cache import compile_cache
+from routing.config.composite import compile_composite
 from routing.config.edge import compile_cors, compile_ip_rules, compile_security
 from routing.config.spec import (
     EdgeSpec,
@@ -26,6 +27,7 @@ from routing.config.spec import (
     ServiceSpec,
     Snapshot,
     TierSpec,
+    WebSocketSpec,
     compile_target,
 )
 from routing.config.transforms import compile_transform
@@ -212,9 +214,7 @@ def _compile_route(
         methods=_methods(r["methods"]),
         regex=re.compile(path) if match_type == "regex" else None,
         header_matches=tuple((k.lower(), v) for k, v in sorted(r["header_matches"].items())),
-        policy=PolicySpec(policy["name"], policy["kind"], tuple(policy["roles"]))
-        if policy
-        else None,
+        policy=spec_from(PolicySpec, policy, roles=tuple(policy["roles"])) if policy else None,
         tier=_compile_tier(tier) if tier else None,
         tier_overrides=tuple(
             (o["role"], _compile_tier(o["tier"])) for o in r.get("tier_overrides", ())
@@ -222,4 +222,13 @@ def _compile_route(
         edge=_route_edge(r, defaults, gateway),
         transform=compile_transform(r.get("transform"), settings.PORTIER_IDENTITY_HEADER_PREFIXES),
         cache=compile_cache(r.get("cache"), r),
+        websocket=(
+            WebSocketSpec(
+                idle_timeout=float(r["websocket_idle_timeout"]),
+                max_connections=int(r["websocket_max_connections"]),
+            )
+            if r.get("websocket")
+            else None
+        ),
+        composite=compile_composite(r.get("backends")),
     )

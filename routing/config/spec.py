@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from routing.config.cache import CacheSpec
+from routing.config.composite import CompositeSpec
 from routing.config.edge import CorsSpec, IpRules, SecuritySpec, compile_security
 from routing.config.transforms import TransformSpec
 
@@ -29,6 +30,7 @@ __all__ = [
     "Snapshot",
     "TargetSpec",
     "TierSpec",
+    "WebSocketSpec",
     "compile_target",
     "target_state_id",
 ]
@@ -82,6 +84,7 @@ class PolicySpec:
     name: str
     kind: str
     roles: tuple[str, ...]
+    report_only: bool = False  # a refusal is reported (ctx.would_deny), not enforced
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,7 @@ class TierSpec:
     per_method: bool
     limit: int = 0  # requests per period, parsed from rate when compiled
     period: int = 0  # seconds
+    report_only: bool = False  # over the limit is reported (ctx.would_deny), not enforced
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,14 @@ class EdgeSpec:
     https_redirect: bool = False
     compression_min_bytes: int = 0  # 0 = no compression
     ip_rules: IpRules | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSpec:
+    """A route that accepts WebSocket upgrades (routing.proxy.websocket)."""
+
+    idle_timeout: float  # seconds of silence both ways before both sides are closed
+    max_connections: int = 0  # open at once per process; 0 = no cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +145,8 @@ class RouteSpec:
     edge: EdgeSpec = EdgeSpec()
     transform: TransformSpec | None = None
     cache: CacheSpec | None = None
+    websocket: WebSocketSpec | None = None  # None: upgrades are refused (400)
+    composite: CompositeSpec | None = None  # the backends of a composite route
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,6 +93,12 @@ UPSTREAM_ERRORS_TOTAL = Counter(
     "Requests the gateway answered itself because the service failed or was at capacity.",
     ["service", "kind"],
 )
+REPORT_ONLY = Counter(
+    "portier_report_only",
+    "Requests a report-only policy or tier would have refused (served anyway), by route and "
+    "kind: policy (401/403) or limit (429).",
+    ["route", "kind"],
+)
 CACHE_REQUESTS = Counter(
     "portier_cache_requests",
     "Requests on caching routes by what the response cache did: hit (served fresh), miss "
@@ -105,11 +111,37 @@ IN_FLIGHT = Gauge(
     "Proxied requests being handled now (all worker processes).",
     multiprocess_mode="livesum",
 )
+WEBSOCKET_CONNECTIONS = Gauge(
+    "portier_websocket_connections",
+    "WebSocket connections relayed now, by route (all worker processes).",
+    ["route"],
+    multiprocess_mode="livesum",
+)
+WEBSOCKET_MESSAGES = Counter(
+    "portier_websocket_messages",
+    "WebSocket messages relayed, by route and direction: in (client to upstream) or out.",
+    ["route", "direction"],
+)
 
 _auth_children = {code: AUTH_FAILURES_TOTAL.labels(code) for code in AUTH_FAILURES}
 _tier_children: dict[str, Counter] = {}
 # The context's cache_result -> the label value; anything else is not counted (bounded labels).
 _CACHE_RESULTS = {"HIT": "hit", "MISS": "miss", "BYPASS": "bypass", "STALE": "stale"}
+_REPORT_ONLY_KINDS = frozenset({"policy", "limit"})  # the context's would_deny values
+
+
+def websocket_opened(route: str) -> None:
+    WEBSOCKET_CONNECTIONS.labels(route).inc()
+
+
+def websocket_closed(route: str) -> None:
+    WEBSOCKET_CONNECTIONS.labels(route).dec()
+
+
+def websocket_message(route: str, direction: str) -> None:
+    """One relayed message ("in" or "out"). labels() per message is a dict lookup: a relay
+    costs far more per message than that."""
+    WEBSOCKET_MESSAGES.labels(route, direction).inc()
 
 
 class _RouteSeries:
@@ -121,6 +153,7 @@ class _RouteSeries:
         "cache",
         "duration",
         "errors",
+        "report_only",
         "requests",
         "route",
         "service",
@@ -135,6 +168,7 @@ class _RouteSeries:
         self.bytes_out = BODY_BYTES.labels(route, service, "out")
         self.errors: dict[str, Counter] = {}
         self.cache: dict[str, Counter] = {}  # by the context's cache_result
+        self.report_only: dict[str, Counter] = {}  # by the context's would_deny
 
     def requests_child(self, method: str, status_class: int) -> Counter:
         child = REQUESTS.labels(self.route, self.service, method, f"{status_class}xx")
@@ -143,6 +177,12 @@ class _RouteSeries:
 
     def errors_child(self, kind: str) -> Counter:
         child = self.errors[kind] = UPSTREAM_ERRORS_TOTAL.labels(self.service, kind)
+        return child
+
+    def report_only_child(self, kind: str) -> Counter | None:
+        if kind not in _REPORT_ONLY_KINDS:
+            return None
+        child = self.report_only[kind] = REPORT_ONLY.labels(self.route, kind)
         return child
 
     def cache_child(self, result: str) -> Counter | None:
@@ -186,6 +226,12 @@ def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float
         cached = series.cache.get(ctx.cache_result) or series.cache_child(ctx.cache_result)
         if cached is not None:
             cached.inc()
+    if ctx.would_deny:
+        reported = series.report_only.get(ctx.would_deny) or series.report_only_child(
+            ctx.would_deny
+        )
+        if reported is not None:
+            reported.inc()
     if error_code is not None:
         _count_error(series, ctx, error_code)
 

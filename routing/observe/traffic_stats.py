@@ -1,19 +1,22 @@
-"""Per-route traffic over the last few minutes, for the admin index: counted in memory, summed in
+"""Per-route traffic over the last hour, for the admin's dashboard: counted in memory, summed in
 the cache, never read from the audit table or the database.
 
 Each finished request adds to this process's counters (`request_finished`, on the event loop, no
 I/O): per route and per wall-clock minute, the requests, the errors (status 500 and above: the
-gateway's own failures and the upstreams'), a latency histogram with fixed buckets, and on a
-caching route its cache hits and lookups (every request the response cache decided on: HIT, MISS,
-STALE or BYPASS). The health
-monitor thread moves those counts into the cache every tick (`flush`); each process adds its own,
-so the cache holds the sum over every gateway process. The admin index reads the last minutes back
-(`summary`).
+gateway's own failures and the upstreams'), a latency histogram with fixed buckets, on a caching
+route its cache hits and lookups (every request the response cache decided on: HIT, MISS, STALE or
+BYPASS), the answers refused by a rate limit (429 `rate_limited`) and the requests a report-only
+policy or tier would have refused (`ctx.would_deny`). The traffic flusher thread moves those
+counts into the cache every tick (`flush`); each process adds its own, so the cache holds the sum
+over every gateway process. The dashboard (routing.observe.dashboard) reads the minutes back
+(`summary`), each minute's row kept whole so it can chart them.
 
 With Redis: one hash per minute, `traffic:<minute>`, with the fields `n:<route>` (requests),
-`e:<route>` (errors), `<bucket>:<route>` (latency histogram), `h:<route>` (cache hits) and
-`c:<route>` (cache lookups), added to with HINCRBY in one
-MULTI per flush and read with one HGETALL per minute. Other caches (LocMem, in the embedded
+`e:<route>` (errors), `<bucket>:<route>` (latency histogram), `h:<route>` (cache hits),
+`c:<route>` (cache lookups), `l:<route>` (rate-limited) and `w:<route>` (would have been
+denied), added to with HINCRBY in one MULTI per flush and read with one HGETALL per minute. A
+reader skips the fields it does not know, and a field it knows that an older writer did not write
+reads as 0. Other caches (LocMem, in the embedded
 single-process mode) hold one integer per field, `traffic:<minute>:<route>:<field>`, created with
 `cache.add` and added to with `cache.incr`; they cannot list their keys, so the summary asks for
 the routes of the current configuration. Entries expire about TTL after they are written.
@@ -38,6 +41,7 @@ from routing.proxy.context import RequestContext
 __all__ = [
     "BOUNDS_MS",
     "CACHE_WINDOW",
+    "LONGEST_WINDOW",
     "NO_ROUTE",
     "WINDOW",
     "Counters",
@@ -47,6 +51,7 @@ __all__ = [
     "flush",
     "percentile",
     "request_finished",
+    "sum_minutes",
     "summary",
 ]
 
@@ -59,18 +64,25 @@ BOUNDS_MS: tuple[float, ...] = (
     *(1, 2, 3, 5, 7.5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 250, 300, 400, 500, 750),
     *(1_000, 1_500, 2_000, 3_000, 5_000, 7_500, 10_000, 15_000, 20_000, 30_000, 60_000),
 )
-# One row of counts: requests, errors, the histogram's buckets, then cache hits and lookups.
+# One row of counts: requests, errors, the histogram's buckets, cache hits and lookups, answers
+# refused by a rate limit, and requests a report-only policy or tier would have refused.
 BUCKETS = len(BOUNDS_MS) + 1
 HITS = 2 + BUCKETS
 LOOKUPS = HITS + 1
-WIDTH = LOOKUPS + 1
-WINDOW = 5  # complete minutes the summary covers, before the current one
+LIMITED = LOOKUPS + 1
+WOULD_DENY = LIMITED + 1
+WIDTH = WOULD_DENY + 1
+WINDOW = 5  # complete minutes the summary covers by default, before the current one
 # The route page's cache hit ratio: the current minute and the 14 before it (15 minutes), all
 # still in the cache (TTL), whichever backend wrote them.
 CACHE_WINDOW = 14
+# The dashboard's hour: the current minute and the 59 before it.
+LONGEST_WINDOW = 59
 _CACHE_RESULTS = {"HIT": True, "MISS": False, "STALE": False, "BYPASS": False}
 KEEP = 10  # minutes of counts a process holds while the cache is unreachable
-TTL = 15 * 60  # seconds a minute's entries live (Redis: after the last write; others: the first)
+# Seconds a minute's entries live (Redis: after the last write; others: after the first). A
+# minute is written until shortly after it ends, so 65 minutes keep the whole last hour readable.
+TTL = 65 * 60
 KEY = "traffic:{}"
 
 
@@ -87,7 +99,15 @@ class Counters:
         self._minute = 0  # the newest minute counted: older rows are pruned when it changes
 
     def add(
-        self, route: str, status: int, seconds: float, now: float, cache_result: str = ""
+        self,
+        route: str,
+        status: int,
+        seconds: float,
+        now: float,
+        cache_result: str = "",
+        *,
+        limited: bool = False,
+        would_deny: bool = False,
     ) -> None:
         key = (int(now // 60), route)
         hit = _CACHE_RESULTS.get(cache_result)  # None: the cache did not look
@@ -108,6 +128,10 @@ class Counters:
                 row[LOOKUPS] += 1
                 if hit:
                     row[HITS] += 1
+            if limited:
+                row[LIMITED] += 1
+            if would_deny:
+                row[WOULD_DENY] += 1
 
     def take(self) -> dict[tuple[int, str], list[int]]:
         """Everything counted so far, leaving nothing behind."""
@@ -141,7 +165,15 @@ _failing = False  # the last flush failed: its warning is logged, not repeated e
 def request_finished(ctx: RequestContext, error_code: str | None, elapsed: float) -> None:
     """Count one request, once its answer was sent (stage 7, record)."""
     route = ctx.route.name if ctx.route is not None else NO_ROUTE
-    counters.add(route, ctx.status, elapsed, time.time(), ctx.cache_result)
+    counters.add(
+        route,
+        ctx.status,
+        elapsed,
+        time.time(),
+        ctx.cache_result,
+        limited=error_code == "rate_limited",
+        would_deny=bool(ctx.would_deny),
+    )
 
 
 def flush(*, source: Counters | None = None, cache: BaseCache | None = None) -> int:
@@ -179,7 +211,7 @@ def _redis_client(cache: BaseCache) -> Any | None:
 
 
 # Field names of the row's counts that are not histogram buckets (those are named by number).
-_NAMED = {0: "n", 1: "e", HITS: "h", LOOKUPS: "c"}
+_NAMED = {0: "n", 1: "e", HITS: "h", LOOKUPS: "c", LIMITED: "l", WOULD_DENY: "w"}
 _NAMED_INDEX = {name: index for index, name in _NAMED.items()}
 
 
@@ -239,6 +271,27 @@ class RouteTraffic:
     histogram: tuple[int, ...]
     cache_hits: int = 0  # answers the response cache served fresh (HIT)
     cache_lookups: int = 0  # requests the response cache decided on (HIT, MISS, STALE, BYPASS)
+    rate_limited: int = 0  # answers 429 rate_limited
+    would_deny: int = 0  # requests a report-only policy or tier would have refused
+    # Each minute's whole row of counts (WIDTH each, see `column`), oldest first.
+    minutes: tuple[tuple[int, ...], ...] = ()
+
+    @classmethod
+    def of(cls, route: str, minutes: Sequence[Sequence[int]]) -> RouteTraffic:
+        """The route's traffic from its rows, one per minute of the window (oldest first)."""
+        rows = tuple(tuple(row) for row in minutes)
+        sums = _column_sums(rows, WIDTH)
+        return cls(
+            route=route,
+            per_minute=tuple(row[0] for row in rows),
+            errors=sums[1],
+            histogram=sums[2:HITS],
+            cache_hits=sums[HITS],
+            cache_lookups=sums[LOOKUPS],
+            rate_limited=sums[LIMITED],
+            would_deny=sums[WOULD_DENY],
+            minutes=rows,
+        )
 
     @property
     def requests(self) -> int:
@@ -255,13 +308,17 @@ class RouteTraffic:
         return 100.0 * self.errors / self.requests if self.requests else 0.0
 
     @property
+    def p50_ms(self) -> float | None:
+        return percentile(self.histogram, 0.5)
+
+    @property
     def p95_ms(self) -> float | None:
         return percentile(self.histogram, 0.95)
 
 
 @dataclass(frozen=True, slots=True)
 class TrafficSummary:
-    """The last WINDOW minutes and the current one so far, summed over every gateway process."""
+    """The last `window` minutes and the current one so far, summed over every gateway process."""
 
     minutes: tuple[int, ...]  # minute numbers (Unix time // 60), oldest first; the last is now
     routes: tuple[RouteTraffic, ...]  # busiest first; only routes with traffic
@@ -296,7 +353,7 @@ def summary(
     """Read the window back from the cache: one round trip with Redis.
 
     `routes` names the routes to look for when the cache cannot list what it holds (not Redis);
-    `window` is the complete minutes before the current one (at most CACHE_WINDOW: older ones
+    `window` is the complete minutes before the current one (at most LONGEST_WINDOW: older ones
     may have expired).
     """
     cache = default_cache if cache is None else cache
@@ -307,36 +364,28 @@ def summary(
         counts = _read_hashes(cache, client, minutes)
     else:
         counts = _read_keys(cache, minutes, [*dict.fromkeys([*routes, NO_ROUTE])])
+    empty = (0,) * WIDTH
     rows = []
     for route, by_minute in counts.items():
-        per_minute = tuple(by_minute[m][0] if m in by_minute else 0 for m in minutes)
-        if not any(per_minute):
-            continue
-        found = list(by_minute.values())
-        rows.append(
-            RouteTraffic(
-                route=route,
-                per_minute=per_minute,
-                errors=sum(r[1] for r in found),
-                histogram=_column_sums([r[2:HITS] for r in found], BUCKETS),
-                cache_hits=sum(r[HITS] for r in found),
-                cache_lookups=sum(r[LOOKUPS] for r in found),
-            )
-        )
+        row = RouteTraffic.of(route, [by_minute.get(m, empty) for m in minutes])
+        if row.requests:
+            rows.append(row)
     rows.sort(key=lambda r: (-r.requests, r.route))
-    total = RouteTraffic(
-        route="",
-        per_minute=_column_sums([r.per_minute for r in rows], len(minutes)),
-        errors=sum(r.errors for r in rows),
-        histogram=_column_sums([r.histogram for r in rows], BUCKETS),
-        cache_hits=sum(r.cache_hits for r in rows),
-        cache_lookups=sum(r.cache_lookups for r in rows),
-    )
+    total = RouteTraffic.of("", sum_minutes([r.minutes for r in rows], len(minutes)))
     return TrafficSummary(minutes=minutes, routes=tuple(rows), total=total)
 
 
 def _column_sums(rows: Sequence[Sequence[int]], width: int) -> tuple[int, ...]:
     return tuple(sum(col) for col in zip(*rows, strict=True)) if rows else (0,) * width
+
+
+def sum_minutes(
+    tables: Sequence[Sequence[Sequence[int]]], length: int
+) -> tuple[tuple[int, ...], ...]:
+    """Several routes' rows summed minute by minute (`length` minutes of WIDTH counts each)."""
+    if not tables:
+        return ((0,) * WIDTH,) * length
+    return tuple(_column_sums(rows, WIDTH) for rows in zip(*tables, strict=True))
 
 
 def _read_hashes(

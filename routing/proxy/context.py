@@ -129,6 +129,7 @@ class RequestContext:
     # Report-only: what a policy or tier in report-only mode would have refused ("policy" or
     # "limit"; "" when nothing would have), counted and logged but not enforced.
     would_deny: str = ""
+    websocket_subprotocols: tuple[str, ...] = ()  # a WebSocket upgrade's, for the upstream
     trace_id: str = ""  # W3C trace context: the trace this request belongs to
     span_id: str = ""  # the gateway's own span in that trace (the upstream's parent)
     trace_flags: str = "00"  # "01" when sampled

@@ -1,54 +1,41 @@
-"""Template tags of Portier's admin pages."""
+"""Template tags of Portier's admin pages: the live dashboard on the index and a route's page."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from django import template
-from django.utils import timezone
 
-from routing.config.holder import holder
-from routing.observe import traffic_stats
+from routing.observe.dashboard import Dashboard, dashboard, may_view_dashboard, window_from
 
-__all__ = ["TrafficTable", "traffic_summary"]
+__all__ = ["gateway_dashboard", "route_dashboard"]
 
 register = template.Library()
-logger = logging.getLogger("portier.traffic")
 
 
-@dataclass(frozen=True, slots=True)
-class TrafficTable:
-    """What the admin index shows of the traffic summary."""
-
-    window: int  # complete minutes covered, before the current one
-    labels: tuple[str, ...]  # each minute's start (HH:MM, local time), oldest first
-    summary: traffic_stats.TrafficSummary | None
-    error: str = ""
+def _allowed(context: dict[str, Any]) -> Any:
+    """The request, when its user may see the dashboard (None otherwise)."""
+    request = context.get("request")
+    return request if may_view_dashboard(getattr(request, "user", None)) else None
 
 
 @register.simple_tag(takes_context=True)
-def traffic_summary(context: dict[str, Any]) -> TrafficTable | None:
-    """The last minutes of traffic per route, for staff who may see the routes (None otherwise).
+def gateway_dashboard(context: dict[str, Any]) -> Dashboard | None:
+    """The whole gateway's dashboard, over the window the page's query asks for (?window=60),
+    for staff who may see the routes (None otherwise: auditors are staff too, but see neither
+    the routes nor their traffic)."""
+    request = _allowed(context)
+    if request is None:
+        return None
+    return dashboard(window=window_from(request.GET.get("window")))
 
-    Auditors are staff too, but see neither the routes nor their traffic.
-    """
-    request = context.get("request")
-    user = getattr(request, "user", None)
-    if user is None or not user.is_active or not user.is_staff:
+
+@register.simple_tag(takes_context=True)
+def route_dashboard(context: dict[str, Any], route: Any) -> Dashboard | None:
+    """One route's charts, for its page (None for a route not saved yet, or a user who may not
+    see the dashboard)."""
+    request = _allowed(context)
+    name = getattr(route, "name", "")
+    if request is None or not name or getattr(route, "pk", None) is None:
         return None
-    if not user.has_perm("routing.view_route"):
-        return None
-    routes = [route.name for route in holder.current.routes]
-    try:
-        found = traffic_stats.summary(routes=routes)
-    except Exception as exc:  # the cache is down: the rest of the index still works
-        logger.warning("traffic summary unavailable: %s", exc)
-        return TrafficTable(traffic_stats.WINDOW, (), None, "the cache did not answer")
-    labels = tuple(
-        timezone.localtime(datetime.fromtimestamp(minute * 60, tz=UTC)).strftime("%H:%M")
-        for minute in found.minutes
-    )
-    return TrafficTable(traffic_stats.WINDOW, labels, found)
+    return dashboard(window=window_from(request.GET.get("window")), route=name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -279,3 +281,34 @@ def test_the_export_needs_a_staff_login():
 
     assert response.status_code == 302
     assert response["Location"].startswith("/admin/login/")
+
+
+def test_the_trail_shows_seconds_usernames_and_milliseconds(auditor_client, alice):
+    when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    save_entries(
+        make_entry(
+            request_id="by-alice",
+            created_at=when,
+            caller_id=str(alice.pk),
+            caller_email=alice.email,
+            latency_ms=8.4,
+        ),
+        make_entry(
+            request_id="by-key",
+            caller_id=str(alice.pk),
+            caller_email=alice.email,
+            auth_method="api_key",
+            key_prefix="pk_abc",
+        ),
+        # A token from another auth service: its id is a local user's, its email is not.
+        make_entry(request_id="foreign", caller_id=str(alice.pk), caller_email="x@elsewhere"),
+    )
+
+    html = auditor_client.get(CHANGELIST).content.decode()
+
+    assert re.search(r'class="field-time"><a href="[^"]+">2026-03-04 05:06:07</a>', html)
+    assert '<td class="field-caller">alice</td>' in html
+    assert '<td class="field-caller">alice (key pk_abc)</td>' in html
+    assert '<td class="field-caller">x@elsewhere</td>' in html
+    assert '<td class="field-latency">8.4 ms</td>' in html
+    assert '<td class="field-request_display">GET /admin-api/users</td>' in html

@@ -7,6 +7,9 @@ A request to an audited route (admin-only policy, or the route's audit flag) get
   with the status, upstream status, latency and bytes;
 - denied (401, 403, 429...): the row is inserted before the error is sent.
 
+A request a report-only policy or tier would have refused is forwarded, so its row says
+"allowed", with the reason `would_deny:policy` (or `:limit`): what enforcing would have done.
+
 If the database cannot take the row, the request ends with 503 audit_unavailable instead, within
 PORTIER_AUDIT_WRITE_TIMEOUT seconds: a locked or unreachable database must not hold the request
 (or a worker thread) for the driver's own timeouts. The write is awaited for at most that long,
@@ -69,11 +72,19 @@ def _fields(ctx: RequestContext) -> dict[str, Any]:
     }
 
 
+def _report_only_reason(ctx: RequestContext) -> str:
+    return f"would_deny:{ctx.would_deny}" if ctx.would_deny else ""
+
+
 async def audit_open(ctx: RequestContext) -> None:
     """Insert the allowed row before forwarding; 503 audit_unavailable when it cannot be."""
     if not is_audited(ctx):
         return
-    fields = {**_fields(ctx), "outcome": AuditEntry.Outcome.ALLOWED}
+    fields = {
+        **_fields(ctx),
+        "outcome": AuditEntry.Outcome.ALLOWED,
+        "reason": _report_only_reason(ctx),
+    }
     try:
         ctx.audit_id = await _bounded_insert(fields)
     except Exception:
@@ -112,7 +123,7 @@ async def audit_close(ctx: RequestContext, error_code: str | None) -> None:
     fields = {
         "status": ctx.status,
         "upstream_status": ctx.upstream_status,
-        "reason": error_code or "",
+        "reason": error_code or _report_only_reason(ctx),
         "target": ctx.target_url,
         "latency_ms": (time.perf_counter() - ctx.started) * 1000,
         "bytes_in": ctx.bytes_in,

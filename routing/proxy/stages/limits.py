@@ -11,6 +11,11 @@ rate grammar), so the two I/O paths below count the very same Redis keys:
 bench/ measures async against thread. When Redis cannot count, PORTIER_RATELIMIT_FAIL decides:
 open (default: serve, log) or closed (503). After a failure Redis is skipped for
 PORTIER_RATELIMIT_RETRY_AFTER_FAILURE seconds, so a dead Redis costs no request a timeout.
+
+A tier in report-only mode is counted the same way, but a request over its limit is served and
+`ctx.would_deny` says "limit" (a policy's "policy", set earlier, is kept). Such a tier sends no
+RateLimit-* or Retry-After headers at all: a client must not see, and start pacing itself by, a
+limit that is not enforced.
 """
 
 from __future__ import annotations
@@ -62,7 +67,8 @@ async def limit(ctx: RequestContext) -> None:
     try:
         counted = await _count(group, value, tier)
     except _RedisDown:
-        if settings.PORTIER_RATELIMIT_FAIL == "closed":
+        # A report-only tier refuses nothing, not even when it cannot count.
+        if settings.PORTIER_RATELIMIT_FAIL == "closed" and not tier.report_only:
             raise GatewayError(
                 503,
                 "rate_limit_unavailable",
@@ -71,6 +77,10 @@ async def limit(ctx: RequestContext) -> None:
             ) from None
         return  # fail open: served without a count (logged when Redis went down)
     ctx.tier_name = tier.name
+    if tier.report_only:
+        if counted.count > tier.limit and not ctx.would_deny:
+            ctx.would_deny = "limit"
+        return
     reset = max(0, counted.window_end - int(time.time()))
     remaining = max(0, tier.limit - counted.count)
     headers = [
