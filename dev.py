@@ -226,6 +226,15 @@ def find_or_start_redis(env: dict[str, str]) -> subprocess.Popen[bytes] | None:
 def test(argv: list[str]) -> int:
     ensure_venv()
     env = os.environ.copy()
+    # tests/browser/conftest.py launches the same binary; without it those tests fail, never skip.
+    chromium = env.get("PORTIER_CHROMIUM", "/usr/bin/chromium")
+    if not os.access(chromium, os.X_OK):
+        print(
+            f"dev.py test: no Chromium at {chromium}, so the browser tests (tests/browser/) will "
+            "fail.\n  Install it (Debian/Ubuntu: sudo apt-get install chromium) or point "
+            "PORTIER_CHROMIUM at a Chromium binary.",
+            flush=True,
+        )
     env.setdefault("CACHE_KEY_PREFIX", f"portier-test-{os.getpid()}")
     redis = find_or_start_redis(env)
     database = env.get("DATABASE_URL", "sqlite (default)")

@@ -32,6 +32,7 @@ from routing.config.holder import holder
 from routing.config.spec import ServiceSpec
 from routing.models import (
     ROUTE_EDGE_FIELDS,
+    ROUTE_REALTIME_FIELDS,
     GatewayDefaults,
     RateLimitTier,
     RolePolicy,
@@ -437,6 +438,16 @@ class RouteAdmin(JsonAsText, admin.ModelAdmin):
                 "the route list's action) bumps the generation: answers cached before are never "
                 "served again.",
                 "fields": ("cache", "cache_generation", "cache_hit_ratio"),
+            },
+        ),
+        (
+            "WebSocket and composite",
+            {
+                "classes": ("collapse",),
+                "description": "WebSocket: upgrades meet the same identity, policy, limit and "
+                "audit checks, then messages are relayed both ways. Backends: a composite "
+                "route calls those services at once and answers their JSON merged.",
+                "fields": ROUTE_REALTIME_FIELDS,
             },
         ),
         ("History", {"fields": ("created_at", "updated_at")}),
