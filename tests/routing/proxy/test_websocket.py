@@ -36,6 +36,7 @@ class EchoSocket:
     def __init__(self) -> None:
         self.handshakes: list[dict[str, Any]] = []
         self.client_closed: list[int] = []
+        self.received_texts: list[str] = []
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -58,6 +59,8 @@ class EchoSocket:
                 self.client_closed.append(message.get("code"))
                 return
             text = message.get("text")
+            if text is not None:
+                self.received_texts.append(text)
             if text == "close":
                 await send({"type": "websocket.close", "code": 4001, "reason": "bye"})
                 return
@@ -287,3 +290,18 @@ def test_a_connection_is_logged_and_audited_without_its_token(gateway, echo):
         time.sleep(0.05)
     entry = AuditEntry.objects.get(route="live")
     assert jwt not in f"{entry.path} {entry.query}"
+
+
+def test_a_message_over_the_size_limit_closes_with_1009(gateway, echo, settings):
+    settings.PORTIER_WEBSOCKET_MAX_MESSAGE_BYTES = 1000
+    socket_route(echo)
+
+    with connect(ws_url(gateway, "/live"), open_timeout=5, max_size=None) as socket:
+        socket.send("x" * 900)
+        assert socket.recv(timeout=5) == "echo:" + "x" * 900
+        socket.send("x" * 2000)
+        with pytest.raises(ConnectionClosed) as closed:
+            socket.recv(timeout=5)
+
+    assert closed.value.rcvd.code == 1009
+    assert all(len(text) < 1000 for text in echo.received_texts)
