@@ -161,7 +161,13 @@ def usernames(entries: Iterable[AuditEntry]) -> dict[tuple[str, str], str]:
     """(caller id, caller email) -> username, in one query, for the entries whose caller is a
     user here. Both must match: a token from a separate auth service carries its own ids, which
     may be a local user's id too; its email tells them apart."""
-    wanted = {(e.caller_id, e.caller_email.lower()) for e in entries if e.caller_id.isdigit()}
+    # A local user's id is a 64-bit integer: a longer number (an external issuer's subject) is
+    # nobody here, and SQLite refuses it in an IN list (OverflowError).
+    wanted = {
+        (e.caller_id, e.caller_email.lower())
+        for e in entries
+        if e.caller_id.isascii() and e.caller_id.isdigit() and len(e.caller_id) <= 18
+    }
     if not wanted:
         return {}
     user_model = get_user_model()

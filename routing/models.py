@@ -19,6 +19,7 @@ from django.utils.html import escape
 from simple_history.models import HistoricalRecords
 
 from routing.config.cache import cache_errors
+from routing.config.composite import backend_errors
 from routing.config.edge import cors_errors, ip_list_errors, security_errors
 from routing.config.transforms import template_groups, transform_errors
 from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
@@ -289,6 +290,16 @@ class RolePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_kind_display()})"
+
+    def clean(self) -> None:
+        if self.report_only and self.kind == self.Kind.ADMIN_ONLY:
+            # Report-only lets refused callers through: on the admin routes that is anyone.
+            raise ValidationError(
+                {
+                    "report_only": "An admin-only policy is always enforced: report-only would "
+                    "let anyone reach the routes it guards."
+                }
+            )
 
 
 class RateLimitTier(models.Model):
@@ -576,6 +587,7 @@ class Route(models.Model):
             "ip_allow": ip_list_errors(self.ip_allow),
             "ip_deny": ip_list_errors(self.ip_deny),
             "cache": cache_errors(self.cache),
+            "backends": self._backend_errors(),
         }
         if not problems["transform"]:
             groups = set(template_groups(self.transform))
@@ -592,6 +604,28 @@ class Route(models.Model):
                 for group in sorted(groups - known)
             ]
         return {field: " ".join(lines) for field, lines in problems.items() if lines}
+
+    def _backend_errors(self) -> list[str]:
+        if self.backends is None:
+            return []
+        groups: frozenset[str] = frozenset()
+        if self.match_type == self.MatchType.REGEX:
+            try:
+                groups = frozenset(re.compile(self.path).groupindex)
+            except re.error:
+                groups = frozenset()
+        errors = backend_errors(self.backends, groups)
+        if self.websocket:
+            errors.append(
+                "A composite route answers GET and HEAD with merged JSON; it cannot also relay "
+                "WebSockets. Turn WebSocket off or clear the backends."
+            )
+        if self.cache is not None:
+            errors.append(
+                "A composite route's answers are not cached; clear the cache settings or the "
+                "backends."
+            )
+        return errors
 
     def _clean_regex(self) -> dict[str, str]:
         try:

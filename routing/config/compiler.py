@@ -87,9 +87,10 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
         defaults, edge = {}, EdgeSpec(security=compile_security())
         skipped.append("gateway defaults")
     routes: list[RouteSpec] = []
+    by_name = {s.name: s for s in services.values()}
     for position, r in enumerate(data["routes"], start=1):
         try:
-            routes.append(_compile_route(r, services, defaults, edge))
+            routes.append(_compile_route(r, services, by_name, defaults, edge))
         except Exception as exc:
             skipped.append(_entry_name(r, position))
             logger.error("route %s skipped from snapshot: %r", skipped[-1], exc)
@@ -195,6 +196,7 @@ def _route_edge(r: dict[str, Any], defaults: dict[str, Any], gateway: EdgeSpec) 
 def _compile_route(
     r: dict[str, Any],
     services: dict[int, ServiceSpec],
+    by_name: dict[str, ServiceSpec],
     defaults: dict[str, Any],
     gateway: EdgeSpec,
 ) -> RouteSpec:
@@ -214,7 +216,17 @@ def _compile_route(
         methods=_methods(r["methods"]),
         regex=re.compile(path) if match_type == "regex" else None,
         header_matches=tuple((k.lower(), v) for k, v in sorted(r["header_matches"].items())),
-        policy=spec_from(PolicySpec, policy, roles=tuple(policy["roles"])) if policy else None,
+        policy=(
+            spec_from(
+                PolicySpec,
+                policy,
+                roles=tuple(policy["roles"]),
+                # What RolePolicy.clean refuses, never served: admin routes are always enforced.
+                report_only=bool(policy.get("report_only")) and policy["kind"] != "admin_only",
+            )
+            if policy
+            else None
+        ),
         tier=_compile_tier(tier) if tier else None,
         tier_overrides=tuple(
             (o["role"], _compile_tier(o["tier"])) for o in r.get("tier_overrides", ())
@@ -230,5 +242,5 @@ def _compile_route(
             if r.get("websocket")
             else None
         ),
-        composite=compile_composite(r.get("backends")),
+        composite=compile_composite(r.get("backends"), by_name),
     )

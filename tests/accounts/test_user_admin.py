@@ -139,6 +139,10 @@ def test_a_lockout_shows_on_the_user_page_and_the_button_clears_it(admin_client,
     assert ["dora", "any address", "5 of 20"] in [c[:3] for c in cells]
     assert ["dora", "198.51.100.7", "5 of 5"] in [c[:3] for c in cells]
 
+    followed = admin_client.get(f"/admin/accounts/user/{user.pk}/clear-sign-in-lockout/")
+    assert followed.status_code == 405  # a link followed by accident clears nothing
+    assert sign_in("dora", PASSWORD) == 429
+
     cleared = admin_client.post(f"/admin/accounts/user/{user.pk}/clear-sign-in-lockout/")
 
     assert cleared.status_code == 302

@@ -26,7 +26,10 @@
 
   function refresh() {
     if (pending) {
+      // Still unanswered when the next refresh is due: what is shown is getting old.
       pending.abort();
+      root.classList.add("stale");
+      stale.hidden = false;
     }
     var controller = new AbortController();
     pending = controller;

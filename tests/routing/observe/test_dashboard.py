@@ -264,7 +264,6 @@ def test_the_index_and_the_fragment_chart_real_traffic(admin_client, client, ups
     assert page.services["shop"]["requests"].total == 6
     assert "healthy" in page.services["shop"].text
     # Tooltips name the minute and the value; the scale says its top and 0.
-    assert f"{index.html.count('<title>')}" != "0"
     assert ": 6 requests</title>" in page.html
 
 
@@ -442,7 +441,8 @@ def test_the_api_answers_the_same_numbers_as_json(admin_client, upstream):
     assert body["minutes"][-1].endswith(":00Z")
     assert body["gateway"]["requests"] == 3
     assert body["gateway"]["rate_limited"] == 1
-    assert body["gateway"]["per_minute"]["requests"][-1] == 3
+    # The last two minutes: a minute may have ended between the requests and the read.
+    assert sum(body["gateway"]["per_minute"]["requests"][-2:]) == 3
     routes = {r["name"]: r for r in body["routes"]}
     assert routes["find"]["error_rate"] == 100.0
     assert routes["find"]["service"] == "search"

@@ -303,3 +303,18 @@ def test_a_dead_redis_fails_closed_when_configured_and_recovers(
     while client.get("/r").status_code != 200:
         assert time.monotonic() < deadline, "rate limiting did not recover with Redis"
         time.sleep(0.1)
+
+
+def test_a_report_only_tier_never_fails_closed(client, upstream, own_redis, settings):
+    settings.PORTIER_RATELIMIT_FAIL = "closed"
+    make_route(
+        make_service("svc", upstream.url), "/r", rate_limit_tier=tier("100/h", report_only=True)
+    )
+    publish()
+    assert client.get("/r").status_code == 200
+
+    own_redis.stop()
+    served = client.get("/r")
+
+    assert served.status_code == 200  # a limit that is only reported never refuses
+    assert len(received(upstream)) == 2

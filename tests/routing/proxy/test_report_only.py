@@ -11,6 +11,7 @@ import jwt
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 
 from audit.models import AuditEntry
 from routing.models import RateLimitTier, RolePolicy
@@ -89,7 +90,7 @@ def test_a_report_only_policy_forwards_callers_it_would_refuse(client, upstream)
 
 
 def test_a_report_only_tier_serves_everything_without_rate_limit_headers(client, upstream):
-    tier = RateLimitTier.objects.create(name="two-a-minute", rate="2/m", report_only=True)
+    tier = RateLimitTier.objects.create(name="two-an-hour", rate="2/h", report_only=True)
     make_route(make_service("svc", upstream.url), "/rt", name="ro-tier", rate_limit_tier=tier)
     publish()
     before = value(scrape(client), REPORTED, route="ro-tier", kind="limit")
@@ -130,7 +131,7 @@ def test_a_request_both_would_refuse_is_reported_as_the_policys(client, upstream
 
 def test_switching_report_only_off_enforces_again(client, upstream):
     policy = doctors_only(report_only=True)
-    tier = RateLimitTier.objects.create(name="two-a-minute", rate="2/m", report_only=True)
+    tier = RateLimitTier.objects.create(name="two-an-hour", rate="2/h", report_only=True)
     make_route(make_service("svc", upstream.url), "/p", role_policy=policy)
     make_route(make_service("svc2", upstream.url), "/t", rate_limit_tier=tier)
     publish()
@@ -156,10 +157,9 @@ def test_switching_report_only_off_enforces_again(client, upstream):
 def test_an_audited_route_records_the_request_as_allowed_with_what_would_have_happened(
     client, upstream
 ):
-    admins = RolePolicy.objects.create(
-        name="admins", kind=RolePolicy.Kind.ADMIN_ONLY, report_only=True
-    )
-    make_route(make_service("ops", upstream.url), "/ops", role_policy=admins)
+    admins = RolePolicy.objects.create(name="admins", kind=RolePolicy.Kind.ANY_OF, report_only=True)
+    admins.roles.add(Group.objects.get_or_create(name="admin")[0])
+    make_route(make_service("ops", upstream.url), "/ops", role_policy=admins, audit=True)
     publish()
 
     forwarded = client.get("/ops/users", headers=bearer(["doctor"]))
@@ -177,3 +177,20 @@ def test_an_audited_route_records_the_request_as_allowed_with_what_would_have_ha
         ("7", "allowed", "would_deny:policy", 200),
         ("9", "allowed", "", 200),
     ]
+
+
+def test_an_admin_only_policy_is_never_report_only(client, upstream):
+    refused = RolePolicy(name="admins", kind=RolePolicy.Kind.ADMIN_ONLY, report_only=True)
+    with pytest.raises(ValidationError) as caught:
+        refused.full_clean()
+    assert "always enforced" in str(caught.value)
+
+    # One written past validation is enforced anyway.
+    admins = RolePolicy.objects.create(name="admins", kind=RolePolicy.Kind.ADMIN_ONLY)
+    RolePolicy.objects.filter(pk=admins.pk).update(report_only=True)
+    make_route(make_service("ops", upstream.url), "/ops", role_policy=admins)
+    publish()
+
+    assert client.get("/ops/users").status_code == 401
+    assert client.get("/ops/users", headers=bearer(["doctor"])).status_code == 403
+    assert received(upstream) == []
