@@ -244,12 +244,16 @@ PORTIER_MAX_BODY_BYTES = env_int("PORTIER_MAX_BODY_BYTES", 10 * 1024 * 1024)
 PORTIER_CHUNKED_BUFFER_BYTES = env_int("PORTIER_CHUNKED_BUFFER_BYTES", 1024 * 1024)
 # The largest JSON body a route's body transform reads and rewrites (else 413).
 PORTIER_TRANSFORM_BODY_BYTES = env_int("PORTIER_TRANSFORM_BODY_BYTES", 1024 * 1024)
+# The largest answer a composite route reads from each of its backends (past it, that backend
+# failed).
+PORTIER_COMPOSITE_MAX_BYTES = env_int("PORTIER_COMPOSITE_MAX_BYTES", 1024 * 1024)
 for _name, _value in (
     ("PORTIER_MAX_URL_BYTES", PORTIER_MAX_URL_BYTES),
     ("PORTIER_MAX_HEADER_COUNT", PORTIER_MAX_HEADER_COUNT),
     ("PORTIER_MAX_HEADER_BYTES", PORTIER_MAX_HEADER_BYTES),
     ("PORTIER_MAX_BODY_BYTES", PORTIER_MAX_BODY_BYTES),
     ("PORTIER_TRANSFORM_BODY_BYTES", PORTIER_TRANSFORM_BODY_BYTES),
+    ("PORTIER_COMPOSITE_MAX_BYTES", PORTIER_COMPOSITE_MAX_BYTES),
 ):
     if _value < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {_value!r}")

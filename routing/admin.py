@@ -43,7 +43,12 @@ from routing.models import (
 )
 from routing.observe import traffic_stats
 from routing.observe.service_health import service_report
-from routing.rules import policy_roles_problem, route_service_problem, service_upstream_problem
+from routing.rules import (
+    policy_roles_problem,
+    route_backends_problem,
+    route_service_problem,
+    service_upstream_problem,
+)
 
 logger = logging.getLogger("portier.traffic")
 
@@ -354,6 +359,10 @@ class RouteForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
+        if "backends" in self.fields:
+            problem = route_backends_problem(data.get("backends"))
+            if problem:
+                self.add_error("backends", problem)
         if "service" in self.fields:
             service = data.get("service")
         elif "enabled" in self.changed_data:

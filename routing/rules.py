@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "NO_UPSTREAM",
     "policy_roles_problem",
+    "route_backends_problem",
     "route_service_problem",
     "service_upstream_problem",
 ]
@@ -42,6 +43,31 @@ def route_service_problem(*, route_enabled: bool, service: Any) -> str | None:
             "the route disabled."
         )
     return None
+
+
+def route_backends_problem(
+    backends: Any, known_services: Collection[str] | None = None
+) -> str | None:
+    """Which services a composite route's backends name that do not exist (None when all do,
+    or the route is an ordinary one). `known_services`: the names that exist (the document's
+    view); None looks them up in the database."""
+    from routing.config.composite import backend_services
+
+    names = backend_services(backends)
+    if not names:
+        return None
+    if known_services is None:
+        from routing.models import Service
+
+        known_services = set(Service.objects.filter(name__in=names).values_list("name", flat=True))
+    missing = [name for name in names if name not in known_services]
+    if not missing:
+        return None
+    names = ", ".join(f"“{name}”" for name in missing)
+    return (
+        f"No service named {names}: each backend calls a service of the gateway. Create it "
+        "first, or correct the name."
+    )
 
 
 def policy_roles_problem(kind: str, roles: Collection[Any]) -> str | None:

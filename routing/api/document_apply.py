@@ -50,7 +50,12 @@ from routing.models import (
     Service,
     Target,
 )
-from routing.rules import policy_roles_problem, route_service_problem, service_upstream_problem
+from routing.rules import (
+    policy_roles_problem,
+    route_backends_problem,
+    route_service_problem,
+    service_upstream_problem,
+)
 
 __all__ = ["document_apply"]
 
@@ -326,6 +331,9 @@ def _plan_route(
             new_errors.append(
                 f"{path}.tiers_by_role.{role}: {_unknown('tier', tier_name, 'tiers', context)}"
             )
+    problem = route_backends_problem(route.backends, context.known["services"])
+    if problem:
+        new_errors.append(f"{path}.backends: {problem}")
     service_row = context.existing["services"].get(refs["service"])
     # For a service the document leaves as it is; a service in the document is held to the
     # same rule by its own check.

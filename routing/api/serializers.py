@@ -31,7 +31,12 @@ from routing.models import (
     Service,
     Target,
 )
-from routing.rules import policy_roles_problem, route_service_problem, service_upstream_problem
+from routing.rules import (
+    policy_roles_problem,
+    route_backends_problem,
+    route_service_problem,
+    service_upstream_problem,
+)
 
 __all__ = [
     "CachePurgeSerializer",
@@ -249,6 +254,9 @@ class RouteSerializer(CleanModelSerializer):
         problem = route_service_problem(route_enabled=route.enabled, service=route.service)
         if problem:
             raise serializers.ValidationError({"service": problem})
+        problem = route_backends_problem(route.backends)
+        if problem:
+            raise serializers.ValidationError({"backends": problem})
         if "tiers_by_role" in related:
             wanted: dict[Group, RateLimitTier] = related["tiers_by_role"]
             existing = (

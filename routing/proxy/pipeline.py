@@ -3,7 +3,8 @@
     before      framing, match, admit (IP lists, HTTPS redirect, CORS preflight),
                 authenticate, authorize, limit, transform, open the audit row
     forward     the shared response cache answers (a caching route's GET/HEAD), or one
-                target of the route's service does (retries, budget, circuit)
+                target of the route's service does (retries, budget, circuit); a composite
+                route's backends are called and merged instead (routing.proxy.aggregate)
     on the way  dress the answer: response transform, security and CORS headers, compression
     after       finish: release the upstream, close the audit row, record metrics and the log
     on error    a stage's GatewayError (or a crash, as 500) becomes the standard error body,
@@ -23,6 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from routing.observe import tracing
+from routing.proxy.aggregate import forward_composite
 from routing.proxy.context import (
     Answered,
     ClientGone,
@@ -105,7 +107,11 @@ async def _respond(
     try:
         for stage in stages:
             await stage(ctx)
-        response = await send(ctx)
+        route = ctx.route
+        if route is not None and route.composite is not None:
+            response = await forward_composite(ctx)
+        else:
+            response = await send(ctx)
     except Answered as answered:
         response = answered.response
     except GatewayError as exc:

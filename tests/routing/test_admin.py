@@ -94,6 +94,8 @@ def route_form(**fields: Any) -> dict[str, Any]:
         "rate_limit_tier": "",
         "enabled": "on",
         "forward_authorization": "on",
+        "websocket_idle_timeout": 300,
+        "websocket_max_connections": 0,
         # The tier-overrides inline's management form, empty.
         "tier_overrides-TOTAL_FORMS": 0,
         "tier_overrides-INITIAL_FORMS": 0,
