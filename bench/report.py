@@ -1,7 +1,9 @@
 """Turn repeated runs into the printed table, the ratios and the JSON file.
 
 Every number in the table is the median over the repetitions, each taken independently (the
-p99 shown is the median of the runs' p99s, not the p99 of all requests).
+p99 shown is the median of the runs' p99s, not the p99 of all requests). Ratios are Portier's
+one-worker gateway over each other server of the same scenario, and for `gateway-2w` the
+two-worker gateway over the one-worker one.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Row", "Sample", "format_ratios", "format_table", "ratios", "write_json"]
-
-VARIANTS = ("gateway", "direct", "reference")
+__all__ = [
+    "Row",
+    "Sample",
+    "find",
+    "format_ratios",
+    "format_table",
+    "ratios",
+    "short_reason",
+    "write_json",
+]
 
 
 @dataclass
@@ -34,10 +43,11 @@ class Sample:
 @dataclass
 class Row:
     scenario: str
-    variant: str  # "gateway", "direct" or "reference"
+    variant: str  # a server of bench.scenarios.SERVERS
     connections: int
     url: str = ""
     pending: str | None = None
+    unavailable: str | None = None  # the peer could not be started (its tools are missing)
     samples: list[Sample] = field(default_factory=list)
 
     def median(self, name: str) -> float | None:
@@ -57,7 +67,7 @@ def _num(value: float | None, digits: int) -> str:
 
 
 HEADER = (
-    f"{'scenario':<16} {'server':<10} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+    f"{'scenario':<16} {'server':<17} {'conns':>5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
     f"{'CPU s/1k':>9} {'RSS MiB':>8} {'errors':>7}"
 )
 
@@ -65,9 +75,12 @@ HEADER = (
 def format_table(rows: list[Row]) -> str:
     lines = [HEADER, "-" * len(HEADER)]
     for row in rows:
-        start = f"{row.scenario:<16} {row.variant:<10} {row.connections:>5} "
+        start = f"{row.scenario:<16} {row.variant:<17} {row.connections:>5} "
         if row.pending:
             lines.append(start + f"  not built yet ({row.pending})")
+            continue
+        if row.unavailable:
+            lines.append(start + f"  skipped: {short_reason(row.unavailable)}")
             continue
         m = row.medians()
         lines.append(
@@ -77,11 +90,16 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _find(rows: list[Row], scenario: str, variant: str) -> Row | None:
+def find(rows: list[Row], scenario: str, variant: str) -> Row | None:
     for row in rows:
         if row.scenario == scenario and row.variant == variant and row.samples:
             return row
     return None
+
+
+def short_reason(reason: str) -> str:
+    """`node not found: install ...` -> `node not found`; the bench printed the rest at start."""
+    return reason.splitlines()[0].split(":", 1)[0][:80]
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -89,37 +107,38 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(rows: list[Row]) -> dict[str, dict[str, float | None]]:
-    """gateway/direct per scenario; gateway/reference where the reference was measured."""
+    """Per scenario, `gateway/<server> rps|p99|CPU per request` for every other server measured
+    (`gateway-2w/gateway ...` for the two-worker gateway)."""
     out: dict[str, dict[str, float | None]] = {}
     for scenario in dict.fromkeys(row.scenario for row in rows):
-        gateway = _find(rows, scenario, "gateway")
+        gateway = find(rows, scenario, "gateway")
         if gateway is None:
             continue
         entry: dict[str, float | None] = {}
-        direct = _find(rows, scenario, "direct")
-        if direct is not None:
-            entry["gateway/direct rps"] = _ratio(gateway.median("rps"), direct.median("rps"))
-            entry["gateway/direct p99"] = _ratio(gateway.median("p99_ms"), direct.median("p99_ms"))
-        reference = _find(rows, scenario, "reference")
-        if reference is not None:
-            entry["gateway/reference rps"] = _ratio(gateway.median("rps"), reference.median("rps"))
-            entry["gateway/reference p99"] = _ratio(
-                gateway.median("p99_ms"), reference.median("p99_ms")
-            )
-            entry["gateway/reference CPU per request"] = _ratio(
-                gateway.median("cpu_s_per_1k"), reference.median("cpu_s_per_1k")
+        for other in rows:
+            if other.scenario != scenario or other is gateway or not other.samples:
+                continue
+            a, b = (other, gateway) if other.variant == "gateway-2w" else (gateway, other)
+            name = f"{a.variant}/{b.variant}"
+            entry[f"{name} rps"] = _ratio(a.median("rps"), b.median("rps"))
+            entry[f"{name} p99"] = _ratio(a.median("p99_ms"), b.median("p99_ms"))
+            entry[f"{name} CPU per request"] = _ratio(
+                a.median("cpu_s_per_1k"), b.median("cpu_s_per_1k")
             )
         out[scenario] = entry
     return out
 
 
 def format_ratios(table: dict[str, dict[str, float | None]]) -> str:
-    lines = []
+    """One line per (scenario, pair): req/s, p99 and CPU per request ratios."""
+    header = f"{'scenario':<16} {'Portier / server':<30} {'req/s':>7} {'p99':>7} {'CPU/req':>8}"
+    lines = [header, "-" * len(header)]
     for scenario, entry in table.items():
-        parts = [
-            f"{name} {'-' if value is None else f'{value:.3g}'}" for name, value in entry.items()
-        ]
-        lines.append(f"{scenario:<16} " + ", ".join(parts))
+        pairs = dict.fromkeys(key.split(" ", 1)[0] for key in entry)  # "gateway/express"
+        for pair in pairs:
+            values = [entry.get(f"{pair} {m}") for m in ("rps", "p99", "CPU per request")]
+            cells = ["-" if v is None else f"{v:.2f}x" for v in values]
+            lines.append(f"{scenario:<16} {pair:<30} {cells[0]:>7} {cells[1]:>7} {cells[2]:>8}")
     return "\n".join(lines)
 
 

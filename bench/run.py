@@ -1,12 +1,14 @@
-"""Portier's load benchmark: the gateway vs the direct upstream vs a minimal reference proxy.
+"""Portier's load benchmark: the gateway vs the peers users would pick instead, in one table.
 
     .venv/bin/python bench/run.py [--smoke] [--profile] [--duration S] [--reps N] [--only NAME...]
     .venv/bin/python bench/run.py --soak SECONDS | --stream-memory
 
 Starts an upstream (NGINX, core 1), the gateway as production runs it (gunicorn, one
-PortierWorker, core 0) and the reference proxy (core 0), then loads each with wrk (core 1).
-Prints medians per scenario and server, the ratios, and writes bench/results/<timestamp>.json.
-See bench/README.md for how to read the table.
+PortierWorker, core 0, access log on), and the peers the selected scenarios need: the Express
+gateway of seed 004 as written and with upstream keep-alive, the reference proxy, NGINX as a
+plain proxy (each on core 0), a two-worker gateway (unpinned); then loads each with wrk
+(core 1). Prints medians per scenario and server, Portier / each peer, the issue's targets, and
+writes bench/results/<timestamp>.json. See bench/README.md for how to read the table.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ if __package__ in (None, ""):  # run as a script: make `bench` and the project i
 import jwt
 import redis
 
-from bench import load, memory, profiling, tools
-from bench.gateway import Gateway, start_gateway
+from bench import load, memory, profiling, targets, tools
+from bench.gateway import Gateway, access_log_on, start_gateway
+from bench.peers import Peer, start_express, start_nginx_proxy
 from bench.procs import (
     Child,
     Children,
@@ -53,7 +56,18 @@ from bench.report import (
     ratios,
     write_json,
 )
-from bench.scenarios import SCENARIOS, Scenario, route_named
+from bench.scenarios import (
+    DIRECT,
+    EXPRESS,
+    EXPRESS_KEEPALIVE,
+    GATEWAY,
+    GATEWAY_2W,
+    NGINX_PROXY,
+    REFERENCE,
+    SCENARIOS,
+    Scenario,
+    route_named,
+)
 from bench.upstream import ENDPOINTS, Upstream, start_upstream
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,6 +96,8 @@ class Stack:
     reference_token: str
     tokens: dict[str, str]  # gateway Bearer tokens by kind, for the JWT scenarios
     lua: Path
+    peers: dict[str, Peer]  # express, express-keepalive, nginx-proxy, gateway-2w: those started
+    unavailable: dict[str, str]  # peers that could not be started, and why
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -174,27 +190,95 @@ def start_reference(
 def start_stack(
     children: Children,
     workdir: Path,
-    scenarios: list[Scenario],
+    needed: set[str],
     redis_url: str | None,
     key_prefix: str,
 ) -> Stack:
+    """The upstream, the gateway, and the servers of `needed` (bench.scenarios.SERVERS)."""
     upstream = start_upstream(children, workdir)
     print(f"bench: upstream {upstream.kind} at {upstream.url} (core 1)")
     probe = route_named("bench-small").path
     gateway = start_gateway(children, workdir, upstream.url, redis_url, key_prefix, probe)
-    print(f"bench: gateway gunicorn at {gateway.url}, worker pid {gateway.workers[0]} (core 0)")
+    log = "on" if access_log_on() else "off (BENCH_ACCESS_LOG_LEVEL)"
+    print(
+        f"bench: gateway gunicorn at {gateway.url}, worker pid {gateway.workers[0]} (core 0), "
+        f"access log {log}"
+    )
     reference, reference_url, reference_token = None, "", ""
-    if any(s.reference and not s.pending for s in scenarios):
+    if REFERENCE in needed:
         reference, reference_url, reference_token = start_reference(
             children, upstream.url, redis_url, key_prefix
         )
         print(f"bench: reference proxy at {reference_url}, pid {reference.pid} (core 0)")
+    peers, unavailable = start_peers(
+        children, workdir, needed, upstream, gateway, redis_url, key_prefix
+    )
     tokens = {
         "user": make_token(gateway.secret_key, "bench-user", ["user"]),
         "admin": make_token(gateway.secret_key, "bench-admin", ["admin"]),
     }
     lua = load.write_lua(workdir)
-    return Stack(upstream, gateway, reference, reference_url, reference_token, tokens, lua)
+    return Stack(
+        upstream,
+        gateway,
+        reference,
+        reference_url,
+        reference_token,
+        tokens,
+        lua,
+        peers,
+        unavailable,
+    )
+
+
+def start_peers(
+    children: Children,
+    workdir: Path,
+    needed: set[str],
+    upstream: Upstream,
+    gateway: Gateway,
+    redis_url: str | None,
+    key_prefix: str,
+) -> tuple[dict[str, Peer], dict[str, str]]:
+    """The peers the selected scenarios need; a missing tool skips that peer, saying why."""
+    started: dict[str, Peer | str] = {}
+    if GATEWAY_2W in needed:
+        two = start_gateway(
+            children,
+            workdir / "gateway-2w",
+            upstream.url,
+            redis_url,
+            f"{key_prefix}-2w",
+            route_named("bench-small").path,
+            secret_key=gateway.secret_key,
+            workers=2,
+        )
+        started[GATEWAY_2W] = Peer(GATEWAY_2W, two.url, two.child, two.workers)
+    for name, keepalive in ((EXPRESS, False), (EXPRESS_KEEPALIVE, True)):
+        if name in needed:
+            started[name] = start_express(
+                children,
+                upstream.url,
+                gateway.secret_key,
+                redis_url,
+                key_prefix,
+                keepalive=keepalive,
+            )
+    if NGINX_PROXY in needed:
+        if upstream.kind != "nginx":
+            started[NGINX_PROXY] = "nginx not found: `apt-get install nginx` (as root)"
+        else:
+            started[NGINX_PROXY] = start_nginx_proxy(
+                children, workdir / "nginx-proxy", upstream.url
+            )
+    peers = {name: p for name, p in started.items() if isinstance(p, Peer)}
+    unavailable = {name: p for name, p in started.items() if isinstance(p, str)}
+    for name, peer in peers.items():
+        where = "unpinned" if name == GATEWAY_2W else "core 0"
+        print(f"bench: {name} at {peer.url}, pid(s) {peer.pids} ({where})")
+    for name, reason in unavailable.items():
+        print(f"bench: {name} skipped: {reason}")
+    return peers, unavailable
 
 
 def served(stack: Stack, scenario: Scenario, variant: str) -> Served:
@@ -202,25 +286,24 @@ def served(stack: Stack, scenario: Scenario, variant: str) -> Served:
     auth = {"Authorization": f"Bearer {stack.tokens[scenario.token]}"} if scenario.token else {}
     if scenario.origin:
         auth["Origin"] = scenario.origin
-    if variant == "gateway":
+    if variant == GATEWAY:
         workers = stack.gateway.workers
         return Served(stack.gateway.url + route.path, lambda: workers, auth)
-    if variant == "direct":
+    if variant == DIRECT:
         return Served(stack.upstream.endpoint(route.payload), stack.upstream.serving_pids, auth)
-    assert stack.reference is not None
+    if variant in stack.peers:  # the same route path and token as the gateway's
+        peer = stack.peers[variant]
+        return Served(peer.url + route.path, lambda: peer.pids, auth)
+    assert variant == REFERENCE and stack.reference is not None
     pid = stack.reference.pid
     headers = {"Authorization": f"Bearer {stack.reference_token}"}
     return Served(stack.reference_url + ENDPOINTS[route.payload], lambda: [pid], headers)
 
 
-def variants(scenario: Scenario) -> list[str]:
-    return ["gateway", "direct", *(["reference"] if scenario.reference else [])]
-
-
 def preflight(stack: Stack, scenario: Scenario, variant: str) -> None:
     """One request per target, checked against the direct body: never benchmark a 404."""
     target = served(stack, scenario, variant)
-    direct = served(stack, scenario, "direct")
+    direct = served(stack, scenario, DIRECT)
     bodies = []
     for url, headers in ((target.url, target.headers), (direct.url, direct.headers)):
         request = urllib.request.Request(url, headers=headers)  # noqa: S310 (http only)
@@ -265,17 +348,19 @@ def run_matrix(stack: Stack, scenarios: list[Scenario], args: argparse.Namespace
     """All repetitions, interleaving scenarios and servers so slow drift hits all rows alike."""
     rows: dict[tuple[str, str], Row] = {}
     for scenario in scenarios:
-        for variant in variants(scenario) if not scenario.pending else ["gateway"]:
-            rows[scenario.name, variant] = Row(scenario.name, variant, scenario.connections)
-            rows[scenario.name, variant].pending = scenario.pending
-            if not scenario.pending:
+        for variant in scenario.variants if not scenario.pending else [GATEWAY]:
+            row = rows[scenario.name, variant] = Row(scenario.name, variant, scenario.connections)
+            row.pending = scenario.pending
+            row.unavailable = stack.unavailable.get(variant)
+            if measurable(row):
                 preflight(stack, scenario, variant)
-                rows[scenario.name, variant].url = served(stack, scenario, variant).url
+                row.url = served(stack, scenario, variant).url
     for rep in range(args.reps):
         for scenario in scenarios:
-            if scenario.pending:
-                continue
-            for variant in variants(scenario):
+            for variant in scenario.variants:
+                row = rows.get((scenario.name, variant))
+                if row is None or not measurable(row):
+                    continue
                 sample = measure(
                     served(stack, scenario, variant),
                     scenario.connections,
@@ -283,20 +368,24 @@ def run_matrix(stack: Stack, scenarios: list[Scenario], args: argparse.Namespace
                     args.warmup,
                     stack.lua,
                 )
-                rows[scenario.name, variant].samples.append(sample)
+                row.samples.append(sample)
                 flag = f"  ({sample.errors} errors!)" if sample.errors else ""
                 print(
-                    f"  rep {rep + 1}/{args.reps} {scenario.name:<12} {variant:<9} "
+                    f"  rep {rep + 1}/{args.reps} {scenario.name:<15} {variant:<17} "
                     f"{sample.rps:>9,.0f} req/s  p99 {sample.p99_ms:7.2f} ms{flag}",
                     flush=True,
                 )
     return list(rows.values())
 
 
+def measurable(row: Row) -> bool:
+    return not row.pending and not row.unavailable
+
+
 def run_profile(stack: Stack, args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     """py-spy the gateway worker for `duration` s while wrk loads the small route (c50)."""
     scenario = next(s for s in SCENARIOS if s.name == PROFILE_SCENARIO)
-    target = served(stack, scenario, "gateway")
+    target = served(stack, scenario, GATEWAY)
     seconds = max(1, round(args.duration))
     if args.warmup:
         load.run_wrk(
@@ -437,7 +526,12 @@ def meta(
         "reps": args.reps,
         "warmup_s": args.warmup,
         "smoke": args.smoke,
-        "pinning": "gateway+reference core 0; wrk+upstream core 1",
+        "pinning": "gateway, reference, express, nginx-proxy core 0; wrk+upstream core 1; "
+        "gateway-2w unpinned",
+        "access_log": access_log_on(),
+        "node": tool_version(["node", "--version"]),
+        "nginx": tool_version(["nginx", "-v"]),
+        "unavailable": stack.unavailable,
     }
 
 
@@ -467,13 +561,12 @@ def main(argv: list[str] | None = None) -> int:
             tempfile.TemporaryDirectory(prefix="portier-bench-") as tmp,
             Children(Path(tmp)) as children,
         ):
-            if args.profile:
-                scenarios = [s for s in SCENARIOS if s.name == PROFILE_SCENARIO]
-            if args.soak:
-                scenarios = []  # the gateway alone: no reference proxy idling on its core
+            needed = {v for s in scenarios if not s.pending for v in s.variants}
+            if args.profile or args.soak:
+                needed = {GATEWAY}  # the gateway alone: nothing else idling on its core
             if args.stream_memory:
-                scenarios = [route_scenario("bench-small")]  # starts the reference to compare
-            stack = start_stack(children, Path(tmp), scenarios, redis_url, key_prefix)
+                needed = {GATEWAY, REFERENCE}  # the reference to compare
+            stack = start_stack(children, Path(tmp), needed, redis_url, key_prefix)
             if args.profile:
                 summary = run_profile(stack, args, stamp)
                 profile_meta = {**meta(args, stack, redis_url, commit), "profile": summary}
@@ -496,10 +589,11 @@ def main(argv: list[str] | None = None) -> int:
             drop_redis_keys(redis_url, key_prefix)
     print(f"\n{args.reps} rep(s) x {args.duration:.0f} s, medians; CPU = serving process(es)")
     print(format_table(rows))
-    print("\nratios (medians):")
+    print("\nPortier / each server (medians; req/s above 1 and p99, CPU below 1 favour Portier):")
     print(format_ratios(ratios(rows)))
+    print("\n" + targets.format_targets(targets.evaluate(rows), access_log=access_log_on()))
     out = RESULTS / f"{stamp}{'-smoke' if args.smoke else ''}.json"
-    write_json(out, run_meta, rows)
+    write_json(out, run_meta, rows, extra={"targets": targets.evaluate(rows)})
     print(f"\nresults: {out}")
     return 0
 

@@ -1,9 +1,11 @@
 """What the bench measures: the gateway routes it configures and the scenarios that load them.
 
-To add a scenario once its gateway stage exists (JWT, rate limits, audit), clear its `pending`
-reason: its route, policy, tier and token are already configured, so it is then measured against
-the direct upstream like the others. A new scenario is one `BenchRoute` (if it needs a new route)
-and one `Scenario` line.
+Each scenario is measured on Portier (`gateway`) and on the servers of its `servers`: the peers a
+user would pick instead (the Express gateway of seed 004 as written and with upstream
+keep-alive, the minimal reference proxy, NGINX as a plain proxy), the two-worker gateway, and
+`direct` (the upstream itself). The Express gateway and NGINX serve the same route paths, built
+from ROUTES. A new scenario is one `BenchRoute` (if it needs a new route) and one `Scenario`
+line; `pending` holds one back with a reason.
 """
 
 from __future__ import annotations
@@ -12,11 +14,19 @@ from dataclasses import dataclass
 
 __all__ = [
     "BENCH_CACHE",
+    "DIRECT",
     "EDGE_CORS",
     "EDGE_ORIGIN",
     "EDGE_TRANSFORM",
+    "EXPRESS",
+    "EXPRESS_KEEPALIVE",
+    "GATEWAY",
+    "GATEWAY_2W",
+    "NGINX_PROXY",
+    "REFERENCE",
     "ROUTES",
     "SCENARIOS",
+    "SERVERS",
     "BenchRoute",
     "Scenario",
     "route_named",
@@ -36,17 +46,37 @@ class BenchRoute:
     cache: bool = False  # answers kept in the shared response cache (BENCH_CACHE)
 
 
+# The servers of the table, in its order. Portier is `gateway` (one worker, core 0) and
+# `gateway-2w` (two workers, unpinned); every ratio is Portier / another server.
+GATEWAY = "gateway"
+GATEWAY_2W = "gateway-2w"
+EXPRESS = "express"  # seed 004's Express gateway as written: no upstream keep-alive
+EXPRESS_KEEPALIVE = "express-keepalive"  # the same with a keep-alive http.Agent upstream
+REFERENCE = "reference"  # bench/reference_proxy.py: JWT + one Redis INCR + pooled aiohttp
+NGINX_PROXY = "nginx-proxy"  # NGINX as a plain proxy: the ceiling of proxying here
+DIRECT = "direct"  # wrk straight at the upstream
+SERVERS = (GATEWAY, GATEWAY_2W, EXPRESS, EXPRESS_KEEPALIVE, REFERENCE, NGINX_PROXY, DIRECT)
+
+EXPRESS_BOTH = (EXPRESS, EXPRESS_KEEPALIVE)
+PROXY_PEERS = (*EXPRESS_BOTH, REFERENCE, NGINX_PROXY, DIRECT)  # public routes
+PIPELINE_PEERS = (*EXPRESS_BOTH, REFERENCE, DIRECT)  # JWT + role + rate limit routes
+
+
 @dataclass(frozen=True)
 class Scenario:
-    """One row group of the table: gateway vs direct (and the reference proxy where useful)."""
+    """One row group of the table: Portier vs the servers that do the same job."""
 
     name: str
     route: str  # BenchRoute name
     connections: int
     token: str | None = None  # "user" or "admin": the wrk requests carry that Bearer token
-    reference: bool = False  # also measure bench/reference_proxy.py on the same upstream path
+    servers: tuple[str, ...] = (DIRECT,)  # measured besides `gateway`, in SERVERS order
     origin: str | None = None  # the wrk requests carry this Origin (a browser's CORS request)
     pending: str | None = None  # why the scenario cannot be measured yet
+
+    @property
+    def variants(self) -> list[str]:
+        return [s for s in SERVERS if s == GATEWAY or s in self.servers]
 
 
 ROUTES: tuple[BenchRoute, ...] = (
@@ -79,14 +109,23 @@ EDGE_TRANSFORM = {
 }
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario("small-c50", "bench-small", 50, reference=True),
-    Scenario("small-c200", "bench-small", 200, reference=True),
-    Scenario("16k-c50", "bench-16k", 50),
-    Scenario("1m-c50", "bench-1m", 50),
+    Scenario("small-c50", "bench-small", 50, servers=PROXY_PEERS),
+    Scenario("small-c200", "bench-small", 200, servers=PROXY_PEERS),
+    Scenario("16k-c50", "bench-16k", 50, servers=PROXY_PEERS),
+    Scenario("1m-c50", "bench-1m", 50, servers=PROXY_PEERS),
     Scenario("jwt-c50", "bench-jwt", 50, token="user"),
-    Scenario("jwt-rl-c50", "bench-jwt-rl", 50, token="user"),
+    # The full pipeline: the issue's targets (one worker on one core, 50 connections).
+    Scenario("jwt-rl-c50", "bench-jwt-rl", 50, token="user", servers=(GATEWAY_2W, *PIPELINE_PEERS)),
+    Scenario("jwt-rl-c200", "bench-jwt-rl", 200, token="user", servers=PIPELINE_PEERS),
     Scenario("admin-audit-c50", "bench-audited", 50, token="admin"),
-    Scenario("jwt-rl-edge-c50", "bench-edge", 50, token="user", origin=EDGE_ORIGIN),
+    Scenario(
+        "jwt-rl-edge-c50",
+        "bench-edge",
+        50,
+        token="user",
+        servers=(*EXPRESS_BOTH, DIRECT),
+        origin=EDGE_ORIGIN,
+    ),
     Scenario("cache-hit-c50", "bench-cached", 50),
 )
 
