@@ -194,6 +194,7 @@ async def _fetch(lease: Lease, raw_path: bytes, headers: Headers) -> _Answered:
     service = lease.service
     client = upstream_client()
     target = lease.pick()
+    retried = False
     while True:
         if target is None:
             raise BackendFailed(f"no healthy target of service {service.name!r}")
@@ -206,11 +207,14 @@ async def _fetch(lease: Lease, raw_path: bytes, headers: Headers) -> _Answered:
         try:
             response = await client.handle_async_request(request)
         except httpx.ConnectError:
-            lease.failed()  # never reached the upstream: safe to ask another target
-            following = lease.pick()
-            if following is None:
+            lease.failed()  # never reached the upstream: safe to ask another target, once
+            tried = set(lease.tried)
+            following = None if retried else lease.pick()
+            # The balancer hands back a tried target when it is the only usable one: asking it
+            # again would loop as fast as it refuses.
+            if following is None or following.sid in tried:
                 raise BackendFailed(f"{target.key} refused the connection") from None
-            target = following
+            target, retried = following, True
             continue
         except httpx.HTTPError as exc:
             lease.failed()
@@ -274,11 +278,11 @@ def _render(
                 value = unquote(value)
         else:
             value = _field(piece, answers)
-        encoded = quote(value, safe="")
-        if not query and encoded.strip(".") == "":
-            # A value of `.` or `..` would be a path step upstream: sent as a name.
-            encoded = encoded.replace(".", "%2E")
-        out.append(encoded)
+        if not query and value in (".", ".."):
+            # A path step upstream (%2E is `.` too, RFC 3986): never sent, whoever supplied it
+            # (an external issuer's claim, an earlier backend's answer).
+            raise BackendFailed(f"a placeholder's value {value!r} would be a path step")
+        out.append(quote(value, safe=""))
     return "".join(out).encode("ascii")
 
 

@@ -130,6 +130,7 @@ class RequestContext:
     # "limit"; "" when nothing would have), counted and logged but not enforced.
     would_deny: str = ""
     websocket_subprotocols: tuple[str, ...] = ()  # a WebSocket upgrade's, for the upstream
+    token_subprotocol: bool = False  # the upgrade offered its token as "bearer", <token>
     trace_id: str = ""  # W3C trace context: the trace this request belongs to
     span_id: str = ""  # the gateway's own span in that trace (the upstream's parent)
     trace_flags: str = "00"  # "01" when sampled

@@ -40,7 +40,7 @@ from routing.proxy.errors import error_response
 from routing.proxy.stages import record
 from routing.proxy.stages.access import authorize
 from routing.proxy.stages.admission import admit
-from routing.proxy.stages.audit import audit_close, audit_deny, audit_open
+from routing.proxy.stages.audit import audit_close, audit_close_soon, audit_deny, audit_open
 from routing.proxy.stages.identity import authenticate
 from routing.proxy.stages.limits import limit
 from routing.proxy.stages.match import match
@@ -87,24 +87,31 @@ async def websocket_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         upstream, lease = await _open(ctx, moved)
     except GatewayError as exc:
         error_code = exc.code
-        await _refuse(ctx, scope, send, await audit_deny(ctx, exc))
-        await audit_close(ctx, error_code)
-        record.record(ctx, error_code)
+        try:
+            await _refuse(ctx, scope, send, await audit_deny(ctx, exc))
+        except OSError:  # the client left during the handshake (uvicorn's ClientDisconnected)
+            pass
+        finally:
+            await audit_close(ctx, error_code)
+            record.record(ctx, error_code)
         return
-    except BaseException:
+    except BaseException:  # cancelled (the server is stopping): the audit row is closed anyway
         record.abandoned()
+        audit_close_soon(ctx, "client_closed_request")
         raise
     route = ctx.route
     assert route is not None and route.websocket is not None
-    open_connections[route.id] += 1
     metrics.websocket_opened(route.name)
     try:
         headers = [(b"x-request-id", ctx.request_id.encode()), *ctx.response_headers]
-        await send(
-            {"type": "websocket.accept", "subprotocol": upstream.subprotocol, "headers": headers}
-        )
+        # A browser that offered subprotocols (the token's "bearer" pair) fails a handshake
+        # that picks none: "bearer" is picked when the upstream picked nothing.
+        chosen = upstream.subprotocol or (TOKEN_SUBPROTOCOL if ctx.token_subprotocol else None)
+        await send({"type": "websocket.accept", "subprotocol": chosen, "headers": headers})
         ctx.status = 101
         await _relay(ctx, route, upstream, receive, send)
+    except OSError:  # the client vanished: nothing to answer, nothing went wrong here
+        error_code = error_code or "client_closed_request"
     except Exception:
         logger.exception("websocket relay failed for request %s", ctx.request_id)
         error_code = "internal_error"
@@ -135,6 +142,7 @@ def _context(scope: dict[str, Any]) -> tuple[RequestContext, tuple[bytes, bytes]
         if at + 1 < len(subprotocols):
             token = subprotocols[at + 1]
         del subprotocols[at : at + 2]
+        ctx.token_subprotocol = True
     query, from_query = _without_token(ctx.query_string)
     ctx.query_string = query
     token = token or from_query
@@ -193,9 +201,13 @@ async def _open(
             "The route has its most WebSocket connections open; try again shortly.",
             [(b"retry-after", b"1")],
         )
+    # Counted from here, before the upstream handshake: handshakes in flight hold a place too,
+    # or concurrent upgrades would all pass the cap. websocket_app gives it back at the end.
+    open_connections[route.id] += 1
     try:
         lease = Lease(route.service)
     except Overloaded:
+        open_connections[route.id] -= 1
         raise GatewayError(
             503, "overloaded", "The service is at capacity; try again shortly."
         ) from None
@@ -204,6 +216,7 @@ async def _open(
             ctx.upstream_headers = [h for h in ctx.upstream_headers if h != moved]
         return await _connect(ctx, route, lease), lease
     except BaseException:
+        open_connections[route.id] -= 1
         lease.close()
         raise
 

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
+from routing.models import Service
 from tests.conftest import make_route, make_service, publish
 from tests.routing.proxy.test_identity import bearer, policy, token
 from tests.servers import ServerThread
@@ -290,3 +291,27 @@ def test_values_from_the_request_are_percent_encoded_where_they_land(client, bac
     queries = [r["query"] for r in backend.received if r["path"] == "/orders"]
     assert raw[1] == b"/users/a%3Fb%26kind%3Dall"
     assert parse_qs(queries[0]) == {"user": ["a?b&kind=all"], "kind": ["open"]}
+
+
+def test_a_refusing_backend_is_tried_once_and_does_not_trip_its_circuit(client, backend, dead_url):
+    # The default breaker opens after 5 failures: one composite request must not cause them.
+    composite(
+        backend,
+        [
+            {"service": "gone", "path": "/x", "key": "gone"},
+            {"service": "users", "path": "/users/7", "key": "user"},
+        ],
+    )
+    gone = Service.objects.get(name="gone")
+    gone.targets.update(url=dead_url)
+    make_route(gone, "/gone", name="gone")
+    publish()
+
+    partial = client.get("/dashboard")
+    plain = client.get("/gone")
+
+    assert partial.status_code == 200
+    assert partial.headers["x-portier-failed"] == "gone"
+    # Refused, not "no healthy target": the circuit is still closed after that request.
+    assert plain.status_code == 502
+    assert plain.json()["error"]["code"] == "upstream_unavailable"

@@ -6,7 +6,10 @@ and a gateway stopping (SIGTERM) closes its connections with 1001."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -37,6 +40,8 @@ class EchoSocket:
         self.handshakes: list[dict[str, Any]] = []
         self.client_closed: list[int] = []
         self.received_texts: list[str] = []
+        self.accept_delay = 0.0  # seconds before answering the handshake
+        self.refuse = False  # answer the handshake with 403 instead of accepting
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "websocket":
@@ -52,6 +57,10 @@ class EchoSocket:
             }
         )
         offered = scope["subprotocols"]
+        await asyncio.sleep(self.accept_delay)
+        if self.refuse:
+            await send({"type": "websocket.close", "code": 1008})
+            return
         await send({"type": "websocket.accept", "subprotocol": offered[0] if offered else None})
         while True:
             message = await receive()
@@ -305,3 +314,84 @@ def test_a_message_over_the_size_limit_closes_with_1009(gateway, echo, settings)
 
     assert closed.value.rcvd.code == 1009
     assert all(len(text) < 1000 for text in echo.received_texts)
+
+
+def test_a_browser_offering_only_the_token_gets_bearer_back(gateway, echo):
+    socket_route(echo, role_policy=policy("authenticated"))
+
+    url = ws_url(gateway, "/live")
+    with connect(url, open_timeout=5, subprotocols=["bearer", token(roles=[])]) as socket:
+        socket.send("hi")
+        assert socket.recv(timeout=5) == "echo:hi"
+        # Browsers fail a handshake that picks no subprotocol after they offered some.
+        assert socket.subprotocol == "bearer"
+
+    assert echo.handshakes[0]["subprotocols"] == []
+
+
+def test_concurrent_upgrades_never_pass_the_cap(gateway, echo):
+    echo.accept_delay = 0.5  # every handshake is still in flight when the others arrive
+    socket_route(echo, websocket_max_connections=1)
+    outcomes: list[Any] = []
+
+    def attempt() -> None:
+        try:
+            with connect(ws_url(gateway, "/live"), open_timeout=5) as socket:
+                socket.send("x")
+                outcomes.append(socket.recv(timeout=5))
+        except InvalidStatus as exc:
+            outcomes.append(exc.response.status_code)
+
+    threads = [threading.Thread(target=attempt) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+
+    assert sorted(outcomes, key=str) == [503, 503, 503, "echo:x"]
+
+
+def test_the_servers_handshake_log_line_never_holds_the_token(gateway, echo):
+    socket_route(echo, role_policy=policy("authenticated"))
+    jwt = token(roles=[])
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    server_log = logging.getLogger("uvicorn.error")
+    handler, level = Collect(), server_log.level
+    server_log.addHandler(handler)
+    server_log.setLevel(logging.INFO)  # as production runs it
+    try:
+        with connect(ws_url(gateway, f"/live?access_token={jwt}&room=7"), open_timeout=5):
+            pass
+        with pytest.raises(InvalidStatus):
+            connect(ws_url(gateway, "/live?access_token=not-a-jwt"), open_timeout=5)
+    finally:
+        server_log.removeHandler(handler)
+        server_log.setLevel(level)
+
+    # The gateway's two lines (the echo upstream, in this process too, logs its own).
+    handshakes = [line for line in lines if '"WebSocket /live?access_token=' in line]
+    assert len(handshakes) == 2, lines
+    assert all("access_token=[REDACTED]" in line for line in handshakes)
+    assert "access_token=[REDACTED]&room=7" in handshakes[0]
+    assert not any(jwt in line or "not-a-jwt" in line for line in lines)
+
+
+def test_a_client_leaving_mid_handshake_is_still_recorded(gateway, echo, client):
+    echo.accept_delay, echo.refuse = 1.0, True
+    socket_route(echo)
+    in_flight = "portier_requests_in_flight"
+    before = value(scrape(client), in_flight)
+
+    with pytest.raises(TimeoutError):
+        connect(ws_url(gateway, "/live"), open_timeout=0.3)
+
+    after = settled(
+        lambda: scrape(client),
+        lambda s: echo.handshakes and value(s, in_flight) == before,
+    )
+    assert value(after, in_flight) == before  # not left counted as in flight forever
