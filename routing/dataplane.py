@@ -150,4 +150,12 @@ async def close_database_connections() -> None:
     loop = asyncio.get_running_loop()
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(loop.shutdown_default_executor(), timeout=2.0)
-    connections.close_all()
+    # This thread's own: only one actually opened needs closing (Django refuses close() on the
+    # event loop's thread, opened or not, and the gateway never opens one here).
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is not None:
+            connection.inc_thread_sharing()  # closed from a worker thread, as Django allows
+            try:
+                await asyncio.to_thread(connection.close)
+            finally:
+                connection.dec_thread_sharing()
