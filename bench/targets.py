@@ -124,6 +124,6 @@ def format_targets(results: list[dict[str, Any]], *, access_log: bool) -> str:
             state = f"    n/a  ({result.get('why', 'not measured')})"
         else:
             verdict = "PASS" if result["pass"] else "MISS"
-            state = f"{result['value']:7.2f}{unit} {sign} {result['limit']:g}{unit}  {verdict}"
+            state = f"{result['value']:7.3f}{unit} {sign} {result['limit']:g}{unit}  {verdict}"
         lines.append(f"  {result['target']:<86} {state}")
     return "\n".join(lines)
