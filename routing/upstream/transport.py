@@ -80,9 +80,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except httpx.RequestNotRead:
             body = _ClientBody(request.stream)  # aiohttp streams it as it comes
         with _mapped_errors(body if isinstance(body, _ClientBody) else None):
+            target = request.extensions.get("target")  # (scheme://host:port, ASCII path?query)
+            url = (
+                URL(target[0] + target[1].decode("ascii"), encoded=True)
+                if target is not None
+                else URL(str(request.url), encoded=True)
+            )
             response = await self._get_session().request(
                 request.method,
-                URL(str(request.url), encoded=True),
+                url,
                 headers=headers,
                 data=body,
                 allow_redirects=False,

@@ -118,15 +118,19 @@ async def _send(
             raise GatewayError(504, "upstream_timeout", "The upstream did not answer in time.")
         last = attempt + 1 == attempts
         ctx.target_url = target.key
+        raw_path = _raw_path(ctx, target)
+        extensions = {
+            "timeout": service.timeout,
+            "stream_idle_timeout": settings.PORTIER_STREAM_IDLE_TIMEOUT,
+        }
+        if raw_path.isascii():
+            # The transport joins the target's URL and this path itself: an httpx URL parsed
+            # per request cost a twentieth of the event loop (bench --profile).
+            url, extensions["target"] = target.origin, (target.url, raw_path)
+        else:
+            url = target.origin.copy_with(raw_path=raw_path)
         request = httpx.Request(
-            ctx.method,
-            target.origin.copy_with(raw_path=_raw_path(ctx, target)),
-            headers=ctx.upstream_headers,
-            content=content,
-            extensions={
-                "timeout": service.timeout,
-                "stream_idle_timeout": settings.PORTIER_STREAM_IDLE_TIMEOUT,
-            },
+            ctx.method, url, headers=ctx.upstream_headers, content=content, extensions=extensions
         )
         try:
             # The budget also bounds the wait for a free pooled connection, which aiohttp's own
