@@ -8,6 +8,7 @@ dict (the access log's) becomes that object's fields.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import threading
@@ -56,8 +57,21 @@ class ConsoleFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+_second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted, and its text
+
+
 def _iso_time(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+    """`2026-12-06T20:41:07.123+00:00`; the text up to the second is made once per second (a
+    datetime per line was ~2 % of the event loop with the access log on)."""
+    fraction, seconds = math.modf(record.created)  # as datetime.fromtimestamp rounds
+    whole, micro = int(seconds), round(fraction * 1_000_000)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    second, prefix = _second[0]
+    if whole != second:
+        prefix = datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second[0] = (whole, prefix)
+    return f"{prefix}.{micro // 1000:03d}+00:00"
 
 
 def _console_value(value: object) -> str:
