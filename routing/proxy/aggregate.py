@@ -41,6 +41,7 @@ from django.conf import settings
 
 from routing.config.composite import BackendSpec, Piece, Placeholder, Reference
 from routing.config.spec import TargetSpec
+from routing.proxy.bounded import read_bounded
 from routing.proxy.context import GatewayError, GatewayResponse, Headers, RequestContext
 from routing.proxy.rewrite import placeholder_values
 from routing.upstream.lease import Lease, Overloaded
@@ -242,15 +243,9 @@ async def _json_answer(response: httpx.Response) -> Any:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large
-    held: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_raw():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        held.append(chunk)
+    body = await read_bounded(response.aiter_raw(), limit, too_large)
     try:
-        data = json.loads(b"".join(held))
+        data = json.loads(body)
     except (ValueError, RecursionError):
         raise BackendFailed("answered something other than JSON") from None
     if not isinstance(data, dict | list):

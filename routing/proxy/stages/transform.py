@@ -26,6 +26,7 @@ from django.conf import settings
 
 from routing.config.spec import RouteSpec
 from routing.observe import tracing
+from routing.proxy.bounded import read_bounded
 from routing.proxy.client_ip import is_trusted_proxy
 from routing.proxy.context import GatewayError, Headers, RequestContext
 from routing.proxy.headers import (
@@ -134,14 +135,7 @@ async def _read_body(ctx: RequestContext) -> bytes:
     declared = ctx.header(b"content-length")
     if declared is not None and declared.strip().isdigit() and int(declared) > limit:
         raise too_large
-    held: list[bytes] = []
-    size = 0
-    async for chunk in ctx.receive_body():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        held.append(chunk)
-    return b"".join(held)
+    return await read_bounded(ctx.receive_body(), limit, too_large)
 
 
 def _client_headers(
