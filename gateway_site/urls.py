@@ -23,6 +23,8 @@ urlpatterns = [
     path("api-docs", api_docs),
     path("auth/", include("accounts.urls")),
     path("health", observe.health),
+    path("health/live", observe.health_live),
+    path("health/ready", observe.health_ready),
     path("health/services", observe.health_services),
     path("metrics", observe.metrics),
     path("registry/", include("routing.upstream.registry_urls")),

@@ -1,7 +1,7 @@
-"""The operators' endpoints: /health (liveness and dependencies), /health/services (each
-target's state) and /metrics (Prometheus). The last two name upstream addresses, so only
-operators may read them: a bearer token (PORTIER_OPS_TOKEN) or an address in
-PORTIER_OPS_NETWORKS."""
+"""The operators' endpoints: /health (dependencies), /health/live and /health/ready (an
+orchestrator's probes), /health/services (each target's state) and /metrics (Prometheus).
+The last two name upstream addresses, so only operators may read them: a bearer token
+(PORTIER_OPS_TOKEN) or an address in PORTIER_OPS_NETWORKS."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from routing import dataplane
 from routing.config.holder import holder
+from routing.config.spec import EMPTY
 from routing.observe.metrics import exposition
 from routing.observe.service_health import services_report
 from routing.proxy.client_ip import address_in, resolve_client_ip
 from routing.proxy.errors import json_error, request_id_of
 
-__all__ = ["health", "health_services", "metrics"]
+__all__ = ["health", "health_live", "health_ready", "health_services", "metrics"]
 
 
 async def health(request: HttpRequest) -> JsonResponse:
@@ -61,6 +62,25 @@ async def health(request: HttpRequest) -> JsonResponse:
             "checks": checks,
         }
     )
+
+
+async def health_live(request: HttpRequest) -> JsonResponse:
+    """Liveness: 200 whenever the event loop answers, with no dependency checked. A restart
+    cannot mend a degraded Redis or database, and a probe that failed on one would restart every
+    instance at once while they were serving from their last-known-good configuration."""
+    return JsonResponse({"status": "live"})
+
+
+async def health_ready(request: HttpRequest) -> JsonResponse:
+    """Readiness: 503 until this process holds a configuration (from the cache or, failing
+    that, the database), 200 from then on, Redis or database degraded or not: the held
+    configuration keeps serving, and pulling every instance out of rotation would turn a
+    Redis blip into an outage. A draining process stops accepting connections, which fails
+    the probe as surely as a 503."""
+    await dataplane.started()
+    if holder.current is EMPTY:
+        return JsonResponse({"status": "starting", "config": None}, status=503)
+    return JsonResponse({"status": "ready", "config": {"version": holder.current.version}})
 
 
 def health_services(request: HttpRequest) -> HttpResponse:

@@ -115,6 +115,7 @@ def test_a_process_started_without_its_database_proxies_and_says_what_it_cannot_
         login_page = timed(http, "GET", "/admin/login/")
         login = timed(http, "POST", "/auth/token", json={"username": "partner", "password": "x"})
         health = timed(http, "GET", "/health")
+        ready, live = timed(http, "GET", "/health/ready"), timed(http, "GET", "/health/live")
 
     assert [r.status_code for r in (public, with_token, *with_key)] == [200, 200, 200, 200]
     assert dict(with_key[0].json()["headers"])["x-user-email"] == "partner@example.com"
@@ -131,6 +132,33 @@ def test_a_process_started_without_its_database_proxies_and_says_what_it_cannot_
     assert health.json()["status"] == "degraded"
     assert health.json()["checks"]["database"].startswith("error")
     assert health.json()["checks"]["cache"] == "ok"
+    # It serves the configuration Redis holds: ready, and alive.
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
+    assert ready.json()["config"]["version"] == health.json()["config"]["version"]
+    assert (live.status_code, live.json()) == (200, {"status": "live"})
+
+
+def test_a_process_with_no_configuration_to_serve_is_alive_but_not_ready(upstream):
+    """Neither Redis nor the database answers at start: nothing to route with, so an
+    orchestrator must send it no traffic (ready 503), and must not restart it (live 200)."""
+    refused_database = f"postgres://postgres@127.0.0.1:{free_port()}/portier"
+    refused_redis = f"redis://127.0.0.1:{free_port()}/0"
+    with (
+        gateway_processes(
+            1,
+            DATABASE_URL=refused_database,
+            REDIS_URL=refused_redis,
+            PORTIER_RATELIMIT_REDIS_URL=refused_redis,
+        ) as [url],
+        httpx.Client(base_url=url, timeout=10) as http,
+    ):
+        ready = timed(http, "GET", "/health/ready")
+        live = timed(http, "GET", "/health/live")
+        health = timed(http, "GET", "/health")
+
+    assert (ready.status_code, ready.json()) == (503, {"status": "starting", "config": None})
+    assert (live.status_code, live.json()) == (200, {"status": "live"})
+    assert health.json()["status"] == "degraded"
 
 
 # --- A process that loses the database while it runs --------------------------------------------

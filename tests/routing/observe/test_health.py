@@ -72,6 +72,9 @@ def test_health_is_answered_by_the_gateway_even_with_a_catch_all_route(client, u
     publish()
 
     assert client.get("/health").json()["status"] == "ok"
+    assert client.get("/health/live").json() == {"status": "live"}
+    ready = client.get("/health/ready")
+    assert (ready.status_code, ready.json()["status"]) == (200, "ready")
     assert received(upstream) == []
 
 
