@@ -132,13 +132,15 @@ def _close_caches() -> None:
     through the raw client."""
     from django_redis import get_redis_connection
 
+    from routing.redis_topology import disconnect
+
     for alias in settings.CACHES:
         try:
             redis = get_redis_connection(alias)
         except NotImplementedError:  # not django-redis (the in-process cache)
             caches[alias].close()
         else:
-            redis.connection_pool.disconnect()
+            disconnect(redis)
 
 
 async def close_database_connections() -> None:

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway_site.env import env_bool, env_float, env_int, env_list, env_str
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ImproperlyConfigured(f"PORTIER_REDIS_SENTINELS: {address!r} is not host:port")
+    return host.strip("[]"), int(port)
+
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -106,18 +115,74 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Redis: one server (redis://, rediss:// for TLS), Sentinel, or Cluster ----------------------
 REDIS_URL = env_str("REDIS_URL")
+# Sentinel: the sentinels (host:port, comma-separated) and the master's name, given here or as
+# REDIS_URL's host in django-redis's form (redis://mymaster/0; credentials and database there).
+PORTIER_REDIS_SENTINELS = [_host_port(a) for a in env_list("PORTIER_REDIS_SENTINELS")]
+PORTIER_REDIS_SENTINEL_MASTER = env_str("PORTIER_REDIS_SENTINEL_MASTER")
+PORTIER_REDIS_SENTINEL_PASSWORD = env_str("PORTIER_REDIS_SENTINEL_PASSWORD")
+# Cluster: REDIS_URL names any one node; the client finds the others and follows the slots.
+PORTIER_REDIS_CLUSTER = env_bool("PORTIER_REDIS_CLUSTER", False)
+if PORTIER_REDIS_CLUSTER and PORTIER_REDIS_SENTINELS:
+    raise ImproperlyConfigured("Set PORTIER_REDIS_CLUSTER or PORTIER_REDIS_SENTINELS, not both")
+if PORTIER_REDIS_CLUSTER and not REDIS_URL:
+    raise ImproperlyConfigured("PORTIER_REDIS_CLUSTER needs REDIS_URL naming one of its nodes")
+if PORTIER_REDIS_SENTINELS:
+    _named = urlsplit(REDIS_URL).hostname if REDIS_URL else None
+    PORTIER_REDIS_SENTINEL_MASTER = PORTIER_REDIS_SENTINEL_MASTER or _named or "mymaster"
+    if _named and _named != PORTIER_REDIS_SENTINEL_MASTER:
+        raise ImproperlyConfigured(
+            "With PORTIER_REDIS_SENTINELS, REDIS_URL's host is the master's name: it says "
+            f"{_named!r}, PORTIER_REDIS_SENTINEL_MASTER says {PORTIER_REDIS_SENTINEL_MASTER!r}"
+        )
+    REDIS_URL = REDIS_URL or f"redis://{PORTIER_REDIS_SENTINEL_MASTER}/0"
+PORTIER_REDIS_TOPOLOGY = (
+    "cluster" if PORTIER_REDIS_CLUSTER else "sentinel" if PORTIER_REDIS_SENTINELS else "single"
+)
+
+
+def redis_cache_options(
+    topology: str, sentinels: list[tuple[str, int]], sentinel_password: str = ""
+) -> dict[str, object]:
+    """django-redis's OPTIONS for a topology (tests build the same for a Redis of their own)."""
+    options: dict[str, object] = {
+        # A dead Redis must never hang a request: fail in well under a second.
+        "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_CONNECT_TIMEOUT", 0.5),
+        "SOCKET_TIMEOUT": env_float("REDIS_SOCKET_TIMEOUT", 0.5),
+    }
+    if topology == "sentinel":
+        sentinel_kwargs = {
+            "socket_timeout": options["SOCKET_TIMEOUT"],
+            "socket_connect_timeout": options["SOCKET_CONNECT_TIMEOUT"],
+        }
+        if sentinel_password:
+            sentinel_kwargs["password"] = sentinel_password
+        options |= {
+            "CLIENT_CLASS": "django_redis.client.SentinelClient",
+            "CONNECTION_FACTORY": "django_redis.pool.SentinelConnectionFactory",
+            "SENTINELS": sentinels,
+            "SENTINEL_KWARGS": sentinel_kwargs,
+        }
+    elif topology == "cluster":
+        options |= {
+            "CLIENT_CLASS": "routing.redis_topology.ClusterCacheClient",
+            "CONNECTION_FACTORY": "routing.redis_topology.ClusterConnectionFactory",
+        }
+    return options
+
+
 if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": REDIS_URL,
+            # A list: with Sentinel, reads go to the master too (django-redis sends the reads
+            # of a one-URL string to a replica, which may not have the last write yet).
+            "LOCATION": [REDIS_URL],
             "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "portier"),
-            "OPTIONS": {
-                # A dead Redis must never hang a request: fail in well under a second.
-                "SOCKET_CONNECT_TIMEOUT": env_float("REDIS_CONNECT_TIMEOUT", 0.5),
-                "SOCKET_TIMEOUT": env_float("REDIS_SOCKET_TIMEOUT", 0.5),
-            },
+            "OPTIONS": redis_cache_options(
+                PORTIER_REDIS_TOPOLOGY, PORTIER_REDIS_SENTINELS, PORTIER_REDIS_SENTINEL_PASSWORD
+            ),
         }
     }
 else:

@@ -15,7 +15,6 @@ import logging
 import time
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.core.cache import cache
 from django_ratelimit.core import _get_window, _make_cache_key
@@ -26,6 +25,7 @@ from routing.proxy.response_cache import base_key
 from routing.proxy.stages.cache import _BYPASS, _cache_user, _has_credentials
 from routing.proxy.stages.forward import _sticky_key
 from routing.proxy.stages.limits import _key_value, _tier_for, limit_group
+from routing.redis_topology import redis_client
 from routing.upstream import balancer, health
 
 __all__ = [
@@ -92,7 +92,7 @@ def _read_count(key: str) -> int:
     url = settings.PORTIER_RATELIMIT_REDIS_URL
     if url and settings.PORTIER_RATELIMIT_BACKEND == "async":
         timeout = settings.PORTIER_RATELIMIT_REDIS_TIMEOUT
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis_client(url, timeout=timeout)
         try:
             raw = client.get(cache.make_key(key))
         finally:

@@ -83,7 +83,9 @@ KEEP = 10  # minutes of counts a process holds while the cache is unreachable
 # Seconds a minute's entries live (Redis: after the last write; others: after the first). A
 # minute is written until shortly after it ends, so 65 minutes keep the whole last hour readable.
 TTL = 65 * 60
-KEY = "traffic:{}"
+# One hash per minute. `{traffic}` is a Redis Cluster hash tag: every minute's hash lives in
+# one slot, so a flush's MULTI/EXEC (several minutes' hashes) is allowed on a Cluster.
+KEY = "{{traffic}}:{}"
 
 
 class Counters:

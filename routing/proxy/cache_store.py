@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
-import redis.asyncio as aioredis
 from django.conf import settings
 from django.core.cache import cache
+
+from routing.redis_topology import async_redis_client
 
 __all__ = [
     "close_cache_clients",
@@ -30,11 +32,11 @@ __all__ = [
 logger = logging.getLogger("portier.cache")
 
 _RETRY_AFTER_FAILURE = 2.0
-_clients: dict[asyncio.AbstractEventLoop, aioredis.Redis] = {}
+_clients: dict[asyncio.AbstractEventLoop, Any] = {}
 _down_until = 0.0
 
 
-def _client() -> aioredis.Redis | None:
+def _client() -> Any | None:
     global _down_until
     if not settings.REDIS_URL or time.monotonic() < _down_until:
         return None
@@ -42,13 +44,7 @@ def _client() -> aioredis.Redis | None:
     client = _clients.get(loop)
     if client is None:
         timeout = settings.PORTIER_CACHE_REDIS_TIMEOUT
-        client = aioredis.Redis.from_url(
-            settings.REDIS_URL,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry_on_timeout=False,
-        )
-        _clients[loop] = client
+        client = _clients[loop] = async_redis_client(settings.REDIS_URL, timeout=timeout)
     return client
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -13,6 +15,7 @@ from django.db import connection
 
 from routing.config.holder import holder as process_holder
 from tests.faults.redis_server import REDIS_SERVER, RedisServer
+from tests.faults.redis_topologies import RedisCluster, SentinelSetup
 
 
 @pytest.fixture
@@ -22,15 +25,34 @@ def redis_server() -> Iterator[RedisServer]:
     Tests point this process's cache at it (settings are process-wide), so this process's own
     config refresher, started by an earlier test's gateway, is paused: it would publish into
     the test's Redis behind the test's back."""
+    with _own_redis(RedisServer()) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A three-master Redis Cluster of this test's own (set up as `redis_server`)."""
+    with _own_redis(RedisCluster()) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def redis_sentinel() -> Iterator[SentinelSetup]:
+    """A master, its replica and a sentinel of this test's own (set up as `redis_server`)."""
+    with _own_redis(SentinelSetup()) as setup:
+        yield setup
+
+
+@contextmanager
+def _own_redis(redis: Any) -> Iterator[Any]:
     if not os.path.exists(REDIS_SERVER):
         pytest.fail(f"the fault tests need {REDIS_SERVER}: install redis-server (README)")
     was_running = process_holder.running
     process_holder.stop()
-    server = RedisServer().start()
     try:
-        yield server
+        yield redis.start()
     finally:
-        server.close()
+        redis.close()
         if was_running:
             process_holder.start()
 

@@ -28,18 +28,24 @@ class RedisServer:
     """One `redis-server` process on 127.0.0.1; `kill()` is kill -9, `start()` brings it back on
     the same port."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, *args: str, port: int | None = None, config: str = "") -> None:
+        """`args` are more options (`--cluster-enabled yes`, `--sentinel`...); `config` is a
+        configuration file's text, for what a sentinel must be able to rewrite."""
+        self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.workdir = tempfile.mkdtemp(prefix="portier-redis-")
+        self.args = args
+        self.config = os.path.join(self.workdir, "redis.conf")
+        with open(self.config, "w") as file:
+            file.write(config)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
         assert self.process is None, "already running"
         self.process = subprocess.Popen(
             [
-                *(REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1"),
-                *("--save", "", "--appendonly", "no", "--dir", self.workdir),
+                *(REDIS_SERVER, self.config, "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", self.workdir, *self.args),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

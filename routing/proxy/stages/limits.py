@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
@@ -35,6 +34,7 @@ from redis.commands.core import AsyncScript
 
 from routing.config.spec import RouteSpec, TierSpec
 from routing.proxy.context import GatewayError, RequestContext
+from routing.redis_topology import async_redis_client
 
 __all__ = ["close_limit_clients", "limit", "limit_group"]
 
@@ -183,9 +183,7 @@ def _script() -> AsyncScript:
     script = _clients.get((loop, url))
     if script is None:
         timeout = settings.PORTIER_RATELIMIT_REDIS_TIMEOUT
-        client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False
-        )
+        client = async_redis_client(url, timeout=timeout)
         script = client.register_script(_INCR_WITH_EXPIRY)
         _clients[(loop, url)] = script
     return script

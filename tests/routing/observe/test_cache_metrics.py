@@ -30,10 +30,10 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def _no_traffic_yet() -> Iterator[None]:
     traffic_stats.counters.take()
-    cache.delete_pattern("traffic:*")
+    cache.delete_pattern("{traffic}:*")
     yield
     traffic_stats.counters.take()
-    cache.delete_pattern("traffic:*")
+    cache.delete_pattern("{traffic}:*")
 
 
 def cache_counts(route: str) -> dict[str, float]:

@@ -43,10 +43,10 @@ FRAGMENT = "/admin/dashboard/fragment"
 def _no_traffic_yet() -> Iterator[None]:
     """Each test starts with nothing counted and no registry or health state in the cache."""
     traffic_stats.counters.take()
-    for pattern in ("traffic:*", "registry:*", "health:*"):
+    for pattern in ("{traffic}:*", "registry:*", "health:*"):
         cache.delete_pattern(pattern)
     yield
-    cache.delete_pattern("traffic:*")
+    cache.delete_pattern("{traffic}:*")
 
 
 @pytest.fixture

@@ -34,9 +34,9 @@ two_gateways = test_limits.two_gateways
 def _no_traffic_yet() -> Iterator[None]:
     """Each test starts with nothing counted, here or in the cache."""
     traffic_stats.counters.take()
-    cache.delete_pattern("traffic:*")
+    cache.delete_pattern("{traffic}:*")
     yield
-    cache.delete_pattern("traffic:*")
+    cache.delete_pattern("{traffic}:*")
 
 
 def traffic(admin_client: Client) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,143 @@
+"""Redis clients for the topology the settings name: one server, Sentinel, or Cluster.
+
+Every Redis user in the gateway gets its client here, so each one follows a failover or a
+cluster's slots without knowing which it talks to:
+- Django's cache (configuration, keys, health board, registry, traffic counts) is django-redis,
+  configured by the settings; for a Cluster, with `ClusterCacheClient` below.
+- The rate limits' and the response cache's own `redis.asyncio` clients (`async_redis_client`).
+- One-off synchronous reads (`redis_client`).
+
+The topology applies to REDIS_URL. Another URL (a PORTIER_RATELIMIT_REDIS_URL of its own) names
+one server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+from django_redis.client import DefaultClient
+from django_redis.client.default import _main_exceptions
+from django_redis.exceptions import ConnectionInterrupted
+from django_redis.pool import ConnectionFactory
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncSentinelSSLConnection
+from redis.cluster import RedisCluster
+from redis.connection import parse_url
+from redis.sentinel import Sentinel, SentinelManagedSSLConnection
+
+__all__ = [
+    "ClusterCacheClient",
+    "ClusterConnectionFactory",
+    "async_redis_client",
+    "disconnect",
+    "redis_client",
+    "topology_of",
+]
+
+
+def topology_of(url: str) -> str:
+    """ "cluster", "sentinel" or "single" for this URL."""
+    if url != settings.REDIS_URL:
+        return "single"
+    return settings.PORTIER_REDIS_TOPOLOGY
+
+
+def async_redis_client(url: str, *, timeout: float) -> Any:
+    """A redis.asyncio client for `url` that gives up after `timeout` seconds (and does not
+    retry a timeout: the callers skip Redis for a while instead)."""
+    timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    topology = topology_of(url)
+    if topology == "cluster":
+        return AsyncRedisCluster.from_url(url, **timeouts)
+    if topology == "sentinel":
+        master, kwargs = _sentinel_master(url, AsyncSentinelSSLConnection)
+        sentinel = AsyncSentinel(
+            settings.PORTIER_REDIS_SENTINELS, sentinel_kwargs=_sentinel_kwargs(timeout)
+        )
+        return sentinel.master_for(master, retry_on_timeout=False, **timeouts, **kwargs)
+    return aioredis.Redis.from_url(url, retry_on_timeout=False, **timeouts)
+
+
+def redis_client(url: str, *, timeout: float) -> Any:
+    """A synchronous client for `url`, for a one-off read; close it after use."""
+    timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    topology = topology_of(url)
+    if topology == "cluster":
+        return RedisCluster.from_url(url, **timeouts)
+    if topology == "sentinel":
+        master, kwargs = _sentinel_master(url, SentinelManagedSSLConnection)
+        sentinels = settings.PORTIER_REDIS_SENTINELS
+        sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(timeout))
+        return sentinel.master_for(master, **timeouts, **kwargs)
+    return redis.Redis.from_url(url, **timeouts)
+
+
+def disconnect(client: Any) -> None:
+    """Close a synchronous client's connections, whichever kind it is."""
+    if isinstance(client, RedisCluster):
+        client.disconnect_connection_pools()
+    else:
+        client.connection_pool.disconnect()
+
+
+def _sentinel_master(url: str, ssl_connection: type) -> tuple[str, dict[str, Any]]:
+    """The master's name (the URL's host, django-redis's form `redis://mymaster/0`) and what the
+    URL says of the connection to it: database, credentials, TLS."""
+    parsed = parse_url(url)
+    master = parsed.pop("host")
+    parsed.pop("port", None)
+    if parsed.pop("connection_class", None) is not None:  # rediss://: the SSL connection
+        parsed["connection_class"] = ssl_connection
+    return master, parsed
+
+
+def _sentinel_kwargs(timeout: float) -> dict[str, Any]:
+    """How to talk to the sentinels themselves (their own password, if they have one)."""
+    kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if settings.PORTIER_REDIS_SENTINEL_PASSWORD:
+        kwargs["password"] = settings.PORTIER_REDIS_SENTINEL_PASSWORD
+    return kwargs
+
+
+class ClusterConnectionFactory(ConnectionFactory):
+    """django-redis's factory for a Redis Cluster: RedisCluster keeps a pool per node itself,
+    so the factory keeps one client per URL per process instead of a pool."""
+
+    _clusters: dict[str, RedisCluster] = {}
+
+    def connect(self, url: str) -> RedisCluster:
+        client = self._clusters.get(url)
+        if client is None:
+            params = self.make_connection_params(url)
+            params.pop("parser_class", None)
+            client = self._clusters[url] = RedisCluster.from_url(**params)
+        return client
+
+    def disconnect(self, connection: Any) -> None:
+        connection.disconnect_connection_pools()
+
+
+class ClusterCacheClient(DefaultClient):
+    """django-redis's client on a Redis Cluster. A cluster refuses a multi-key command whose
+    keys live in different hash slots; DEL and SCAN already go node by node in redis-py's
+    RedisCluster, and this reads many keys the same way."""
+
+    def get_many(self, keys: Any, version: int | None = None, client: Any = None) -> dict:
+        if not keys:
+            return {}
+        if client is None:
+            client = self.get_client(write=False)
+        by_key = {self.make_key(k, version=version): k for k in keys}
+        try:
+            values = client.mget_nonatomic(list(by_key))
+        except _main_exceptions as exc:
+            raise ConnectionInterrupted(connection=client) from exc
+        return {
+            by_key[key]: self.decode(value)
+            for key, value in zip(by_key, values, strict=True)
+            if value is not None
+        }

@@ -1,0 +1,155 @@
+"""A Redis Cluster and a Sentinel-watched master of the tests' own, on loopback ports: the two
+topologies production runs beside a single Redis. Nothing is kept on disk."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+
+import redis
+
+from tests.faults.redis_server import RedisServer
+from tests.servers import free_port
+
+__all__ = ["MASTER_NAME", "RedisCluster", "SentinelSetup"]
+
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+MASTER_NAME = "portier-master"
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if condition():
+                return
+        except redis.RedisError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (the port + 10000) is free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+class RedisCluster:
+    """Three masters, no replicas, every slot assigned (`redis-cli --cluster create`)."""
+
+    def __init__(self, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+                *("--cluster-node-timeout", "2000"),
+                port=_cluster_port(),
+            )
+            for _ in range(masters)
+        ]
+        self.url = self.nodes[0].url
+
+    def start(self) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            [
+                *(REDIS_CLI, "--cluster", "create"),
+                *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                *("--cluster-replicas", "0", "--cluster-yes"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        for node in self.nodes:
+            client = redis.Redis(port=node.port, socket_timeout=1)
+            wait_until(
+                lambda c=client: c.cluster("INFO")["cluster_state"] == "ok",
+                30,
+                f"the cluster to be ready on {node.port}",
+            )
+            client.close()
+        return self
+
+    def keys_per_node(self) -> list[int]:
+        counts = []
+        for node in self.nodes:
+            client = redis.Redis(port=node.port, socket_timeout=1)
+            counts.append(client.dbsize())
+            client.close()
+        return counts
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+class SentinelSetup:
+    """One master, one replica of it, and one sentinel watching them (a quorum of 1: the tests
+    order the failover with SENTINEL FAILOVER, which needs no vote)."""
+
+    def __init__(self) -> None:
+        self.master = RedisServer()
+        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.master.port))
+        self.sentinel = RedisServer(
+            "--sentinel",
+            config=(
+                f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master.port} 1\n"
+                f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+                f"sentinel failover-timeout {MASTER_NAME} 10000\n"
+            ),
+        )
+        self.sentinels = f"127.0.0.1:{self.sentinel.port}"
+
+    def start(self) -> SentinelSetup:
+        self.master.start()
+        self.replica.start()
+        self.sentinel.start()
+        replica = redis.Redis(port=self.replica.port, socket_timeout=1)
+        wait_until(
+            lambda: replica.info("replication").get("master_link_status") == "up",
+            30,
+            "the replica to sync",
+        )
+        replica.close()
+        wait_until(self._replica_known, 30, "the sentinel to find the replica")
+        return self
+
+    def _sentinel(self) -> redis.Redis:
+        return redis.Redis(port=self.sentinel.port, socket_timeout=1, decode_responses=True)
+
+    def _replica_known(self) -> bool:
+        with self._sentinel() as client:
+            replicas = client.sentinel_slaves(MASTER_NAME)
+        return any(r["is_slave"] and not (r["is_sdown"] or r["is_disconnected"]) for r in replicas)
+
+    def master_port(self) -> int:
+        with self._sentinel() as client:
+            _, port = client.sentinel_get_master_addr_by_name(MASTER_NAME)
+        return int(port)
+
+    def failover(self) -> None:
+        """Promote the replica, and wait until the sentinel names it and it takes writes."""
+        with self._sentinel() as client:
+            client.sentinel_failover(MASTER_NAME)
+        wait_until(lambda: self.master_port() == self.replica.port, 30, "the failover")
+        promoted = redis.Redis(port=self.replica.port, socket_timeout=1)
+        wait_until(lambda: promoted.set("portier-probe", 1), 30, "the new master to take writes")
+        promoted.close()
+
+    def close(self) -> None:
+        for server in (self.sentinel, self.replica, self.master):
+            server.close()

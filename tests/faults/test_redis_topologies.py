@@ -1,0 +1,167 @@
+"""The gateway on the two Redis topologies production runs beside a single server, set only by
+settings: a three-master Redis Cluster (keys spread over every master's slots) and a master
+watched by Sentinel, failed over while traffic flows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.test import override_settings
+
+from gateway_site.settings.framework import redis_cache_options
+from routing.config.publish import VERSION_KEY, config_publish
+from routing.models import RateLimitTier
+from routing.observe import traffic_stats
+from tests.conftest import make_route, make_service, received
+from tests.faults.conftest import shared_database_url
+from tests.faults.redis_topologies import MASTER_NAME, RedisCluster, SentinelSetup
+from tests.faults.test_redis_outage import Traffic, wait_for
+from tests.servers import ServerThread, gateway_processes
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Requests on a rate-limited route answered without counting while Sentinel promotes the replica
+# (PORTIER_RATELIMIT_FAIL=open): at most this long (README: the fail-open window).
+FAILOVER_WINDOW = 5.0
+
+
+@contextmanager
+def redis_at(url: str, topology: str, sentinels: list[tuple[str, int]] = ()) -> Iterator[None]:
+    """This test process's cache on the test's own Redis topology, as the settings build it."""
+    options = redis_cache_options(topology, list(sentinels))
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": [url], "OPTIONS": options}}
+    with override_settings(
+        CACHES=caches,
+        REDIS_URL=url,
+        PORTIER_REDIS_TOPOLOGY=topology,
+        PORTIER_REDIS_SENTINELS=list(sentinels),
+    ):
+        yield
+
+
+def serves(http: httpx.Client, url: str, token: str) -> bool:
+    return http.get(url + "/health").json()["config"]["token"] == token
+
+
+def test_two_gateways_share_a_redis_cluster(
+    redis_cluster: RedisCluster, upstream: ServerThread, tmp_path: Path
+) -> None:
+    hourly = RateLimitTier.objects.create(name="ten-an-hour", rate="10/h", key="route")
+    service = make_service("clustered", upstream.url)
+    make_route(service, "/limited", name="limited", rate_limit_tier=hourly)
+    make_route(service, "/cached", name="cached", cache={"ttl": 60})
+    with redis_at(redis_cluster.url, "cluster"):
+        token = config_publish()
+    env = {
+        "REDIS_URL": redis_cluster.url,
+        "PORTIER_REDIS_CLUSTER": "true",
+        "PORTIER_RATELIMIT_REDIS_URL": redis_cluster.url,
+        "DATABASE_URL": shared_database_url(tmp_path),
+        "PORTIER_HEALTH_SYNC_INTERVAL": "0.2",
+    }
+
+    with gateway_processes(2, **env) as urls, httpx.Client(timeout=5) as http:
+        wait_for(lambda: all(serves(http, u, token) for u in urls), 10, "the configuration")
+        assert [http.get(u + "/health").json()["checks"]["cache"] for u in urls] == ["ok", "ok"]
+
+        # One count across both processes: exactly ten of twenty requests pass.
+        limited = [http.get(urls[i % 2] + "/limited/x") for i in range(20)]
+        statuses = [r.status_code for r in limited]
+        assert statuses == [200] * 10 + [429] * 10, statuses
+        assert limited[9].headers["ratelimit-remaining"] == "0"
+
+        # One answer cached for both processes (the Host is part of the key: a balancer in
+        # front sends both the same).
+        same_host = {"Host": "api.example.com"}
+        here = http.get(urls[0] + "/cached/a", headers=same_host)
+        with redis_at(redis_cluster.url, "cluster"):  # stored once the answer has been sent
+            wait_for(lambda: list(cache.iter_keys("rc:*")), 10, "the entry to be stored")
+        there = http.get(urls[1] + "/cached/a", headers=same_host)
+        assert (here.headers["x-cache"], there.headers["x-cache"]) == ("MISS", "HIT")
+        assert there.content == here.content
+        assert [s["path"] for s in received(upstream)].count("/cached/a") == 1
+
+        # A change published by the admin's process reaches both.
+        make_route(service, "/added", name="added")
+        with redis_at(redis_cluster.url, "cluster"):
+            changed = config_publish()
+        wait_for(lambda: all(serves(http, u, changed) for u in urls), 10, "the change")
+        assert [http.get(u + "/added/x").status_code for u in urls] == [200, 200]
+
+        # The traffic counts, written in one MULTI/EXEC per flush, are read back by the admin.
+        def counted() -> int:
+            with redis_at(redis_cluster.url, "cluster"):
+                rows = traffic_stats.summary().routes
+            return sum(r.requests for r in rows if r.route == "limited")
+
+        wait_for(lambda: counted() == 20, 10, "the traffic counts")
+
+    # The test meant a cluster: the gateway's keys landed on every master.
+    assert all(count > 0 for count in redis_cluster.keys_per_node()), redis_cluster.keys_per_node()
+
+
+def test_gateways_ride_out_a_sentinel_failover_and_use_the_new_master(
+    redis_sentinel: SentinelSetup, upstream: ServerThread, tmp_path: Path
+) -> None:
+    generous = RateLimitTier.objects.create(name="generous", rate="100000/h", key="route")
+    service = make_service("failover", upstream.url)
+    make_route(service, "/plain", name="plain")
+    make_route(service, "/limited", name="limited", rate_limit_tier=generous)
+    url = f"redis://{MASTER_NAME}/0"
+    sentinels = [("127.0.0.1", redis_sentinel.sentinel.port)]
+    with redis_at(url, "sentinel", sentinels):
+        token = config_publish()
+    env = {
+        "REDIS_URL": url,
+        "PORTIER_REDIS_SENTINELS": redis_sentinel.sentinels,
+        "DATABASE_URL": shared_database_url(tmp_path),
+        "PORTIER_RATELIMIT_FAIL": "open",
+    }
+
+    with gateway_processes(2, **env) as urls, httpx.Client(timeout=5) as http:
+        wait_for(lambda: all(serves(http, u, token) for u in urls), 10, "the configuration")
+        with Traffic(urls, ["/plain", "/limited"]) as traffic:
+            time.sleep(0.5)
+            traffic.phase = "failover"
+            started = time.monotonic()
+            redis_sentinel.failover()
+            promoted = time.monotonic() - started
+
+            def counting_again() -> bool:
+                return all("ratelimit-limit" in http.get(u + "/limited").headers for u in urls)
+
+            wait_for(counting_again, 10, "counting on the new master")
+            traffic.phase = "after"
+            time.sleep(1.0)
+
+        # The admin's process publishes to the new master; both gateways follow.
+        make_route(service, "/added", name="added")
+        with redis_at(url, "sentinel", sentinels):
+            changed = config_publish()
+            assert cache.get(VERSION_KEY) == changed
+        wait_for(lambda: all(serves(http, u, changed) for u in urls), 10, "the change")
+        assert [http.get(u + "/added/x").status_code for u in urls] == [200, 200]
+        assert [http.get(u + "/health").json()["status"] for u in urls] == ["ok", "ok"]
+
+    failed = [h for h in traffic.hits if h.status != 200]
+    uncounted = [h for h in traffic.of("failover", "/limited") if not h.counted]
+    window = max((h.finished for h in uncounted), default=0) - min(
+        (h.finished - h.seconds for h in uncounted), default=0
+    )
+    print(
+        f"\n{len(traffic.hits)} requests, {len(failed)} failed; promoted in {promoted:.2f} s; "
+        f"{len(uncounted)} uncounted over {window:.2f} s"
+    )
+    assert not failed, failed[:5]
+    assert traffic.of("after", "/limited")
+    assert all(h.counted for h in traffic.of("after", "/limited"))
+    assert window < FAILOVER_WINDOW
+    # The new master holds the counts now: the old one is its replica.
+    assert redis_sentinel.master_port() == redis_sentinel.replica.port
