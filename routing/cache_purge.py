@@ -1,9 +1,10 @@
 """Purge a route's cached answers on every instance: the admin's action and the management API's
 endpoint both call `purge_route_cache`.
 
-Entries live under a namespace compiled from the route's row (routing.config.cache), so bumping
-the route's `cache_generation` publishes a configuration in which no entry stored before is ever
-looked up again, on every instance as soon as it loads it; the history records who purged. The
+Entries live under a namespace compiled from the route's row and its service's
+(routing.config.cache), so bumping the route's `cache_generation` publishes a configuration in
+which no entry stored before is ever looked up again, on every instance as soon as it loads it;
+the history records who purged. The
 old entries are then deleted from Redis so they stop taking memory (the in-process cache of the
 embedded default lets them expire).
 """

@@ -9,6 +9,10 @@ cache (routing.proxy.response_cache) reads.
 allows); `vary_query` left out keys on every query parameter, a list on those only; `per_user`
 caches answers to callers with credentials, one entry per caller; `stale_if_error` serves the
 last good answer that many seconds past its freshness when the upstream fails.
+
+A route's entries live under a namespace digested from its own row and from its service's (the
+targets included): a change to either that can change the answer starts the route's cache
+afresh on every instance, with the configuration itself.
 """
 
 from __future__ import annotations
@@ -26,6 +30,30 @@ MAX_ENTRY_BYTES = 16 * 1024 * 1024
 DEFAULT_ENTRY_BYTES = 1024 * 1024
 _KEYS = ("ttl", "vary_headers", "vary_query", "per_user", "max_entry_bytes", "stale_if_error")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+# A service's fields that decide how, and whether, its targets are reached, never what they
+# answer: tuning them (often during an incident, when stale_if_error matters most) keeps its
+# routes' entries. Every other field, the targets included, is digested, so a field added
+# later starts the cache afresh when it changes until it is listed here.
+_SERVICE_REACH_ONLY = frozenset(
+    {
+        "description",
+        "connect_timeout",
+        "read_timeout",
+        "write_timeout",
+        "total_timeout",
+        "max_in_flight",
+        "retries",
+        "retry_statuses",
+        "health_path",
+        "health_interval",
+        "health_timeout",
+        "healthy_threshold",
+        "unhealthy_threshold",
+        "breaker_failures",
+        "breaker_statuses",
+        "breaker_cooldown",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +64,9 @@ class CacheSpec:
     per_user: bool
     max_entry_bytes: int
     stale_if_error: int
-    # The route's entries' namespace: its id, a digest of its configuration and its purge
-    # count, so a changed or purged route never meets an entry stored before.
+    # The route's entries' namespace: its id and a digest of its configuration (its purge
+    # count included) and of what its service answers with, so a changed or purged route, or
+    # a service moved to other targets, never meets an entry stored before.
     namespace: str
 
 
@@ -77,16 +106,18 @@ def cache_errors(data: Any) -> list[str]:
     return errors
 
 
-def compile_cache(data: Any, route: dict[str, Any]) -> CacheSpec | None:
-    """The compiled settings, or None for a route that does not cache. `route` is the route's
-    row as published: its digest names the entries, so any change to the route starts afresh."""
+def compile_cache(data: Any, route: dict[str, Any], service: dict[str, Any]) -> CacheSpec | None:
+    """The compiled settings, or None for a route that does not cache. `route` and `service`
+    are their rows as published (the service's with its targets): their digest names the
+    entries, so any change to the route, or to what its service answers with, starts afresh."""
     if data is None:
         return None
     errors = cache_errors(data)
     if errors:
         raise ValueError("; ".join(errors))
+    answering = {k: v for k, v in service.items() if k not in _SERVICE_REACH_ONLY}
     digest = hashlib.blake2b(
-        json.dumps(route, sort_keys=True, default=str).encode(), digest_size=8
+        json.dumps([route, answering], sort_keys=True, default=str).encode(), digest_size=8
     ).hexdigest()
     vary_query = data.get("vary_query")
     return CacheSpec(

@@ -71,6 +71,7 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
     envelope (no routes list) fails the whole snapshot, and the holder keeps the one it has.
     """
     services: dict[int, ServiceSpec] = {}
+    rows = {s.get("id"): s for s in data["services"] if isinstance(s, dict)}
     skipped: list[str] = []
     for position, s in enumerate(data["services"], start=1):
         try:
@@ -90,7 +91,7 @@ def snapshot_compile(data: dict[str, Any]) -> Snapshot:
     by_name = {s.name: s for s in services.values()}
     for position, r in enumerate(data["routes"], start=1):
         try:
-            routes.append(_compile_route(r, services, by_name, defaults, edge))
+            routes.append(_compile_route(r, services, rows, by_name, defaults, edge))
         except Exception as exc:
             skipped.append(_entry_name(r, position))
             logger.error("route %s skipped from snapshot: %r", skipped[-1], exc)
@@ -196,6 +197,7 @@ def _route_edge(r: dict[str, Any], defaults: dict[str, Any], gateway: EdgeSpec) 
 def _compile_route(
     r: dict[str, Any],
     services: dict[int, ServiceSpec],
+    service_rows: dict[int, dict[str, Any]],
     by_name: dict[str, ServiceSpec],
     defaults: dict[str, Any],
     gateway: EdgeSpec,
@@ -233,7 +235,7 @@ def _compile_route(
         ),
         edge=_route_edge(r, defaults, gateway),
         transform=compile_transform(r.get("transform"), settings.PORTIER_IDENTITY_HEADER_PREFIXES),
-        cache=compile_cache(r.get("cache"), r),
+        cache=compile_cache(r.get("cache"), r, service_rows.get(r.get("service_id")) or {}),
         websocket=(
             WebSocketSpec(
                 idle_timeout=float(r["websocket_idle_timeout"]),

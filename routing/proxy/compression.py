@@ -5,7 +5,10 @@ is sent, so a large answer is never held whole. Skipped for answers that are alr
 carry no body (HEAD, 204, 304), are partial (206), are event streams (each event must leave
 at once), declare a Content-Length under the minimum, or are not a compressible type. A
 compressed answer loses its Content-Length (it is sent chunked) and its ETag becomes weak, as
-NGINX does: the bytes differ from the upstream's.
+NGINX does: the bytes differ from the upstream's. Every answer that would be compressed for a
+client that takes it says `Vary: Accept-Encoding`, compressed for this client or not (NGINX's
+`gzip_vary`): a shared cache in front must not hand the plain copy to a client that takes gzip,
+nor the gzip copy to one that does not.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import brotli
 
 from routing.proxy.context import Headers
 
-__all__ = ["chosen_encoding", "compressed", "compressed_headers", "compressible"]
+__all__ = ["chosen_encoding", "compressed", "compressed_headers", "compressible", "varied"]
 
 _TYPES = (
     b"text/",
@@ -78,21 +81,25 @@ def compressible(status: int, method: str, headers: Headers, min_bytes: int) -> 
 def compressed_headers(headers: Headers, encoding: bytes) -> Headers:
     """The answer's headers once its body is encoded."""
     kept: Headers = []
-    vary = False
     for name, value in headers:
         if name == b"content-length":
             continue
         if name == b"etag" and not value.startswith(b"W/"):
             value = b"W/" + value
-        elif name == b"vary":
-            vary = True
-            if b"accept-encoding" not in value.lower() and value.strip() != b"*":
-                value = value + b", Accept-Encoding"
         kept.append((name, value))
     kept.append((b"content-encoding", encoding))
-    if not vary:
-        kept.append((b"vary", b"Accept-Encoding"))
-    return kept
+    return varied(kept)
+
+
+def varied(headers: Headers) -> Headers:
+    """The headers with a Vary that names Accept-Encoding (unless one does already, or says
+    `*`): the answer's bytes depend on it."""
+    for name, value in headers:
+        if name == b"vary":
+            names = {item.strip().lower() for item in value.split(b",")}
+            if b"accept-encoding" in names or b"*" in names:
+                return headers
+    return [*headers, (b"vary", b"Accept-Encoding")]
 
 
 async def compressed(chunks: AsyncIterator[bytes], encoding: bytes) -> AsyncIterator[bytes]:

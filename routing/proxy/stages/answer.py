@@ -3,7 +3,8 @@
 On an upstream's answer, in order: the route's response transform, the upstream's Server and
 X-Powered-By dropped, the security headers (an upstream's own value kept unless the route says
 `override`; Strict-Transport-Security only to a client on HTTPS), the CORS headers (the
-upstream's own Access-Control-* replaced), and compression. The gateway's own answers (errors,
+upstream's own Access-Control-* replaced), and compression (with `Vary: Accept-Encoding` on
+every answer it would compress, for this client or not). The gateway's own answers (errors,
 the HTTPS redirect, a preflight) get the security and CORS headers too: a browser can read an
 error only when it carries them. An answer no route owns (404 route_not_found) gets the
 gateway-wide defaults.
@@ -21,6 +22,7 @@ from routing.proxy.compression import (
     compressed,
     compressed_headers,
     compressible,
+    varied,
 )
 from routing.proxy.context import GatewayResponse, Headers, RequestContext
 from routing.proxy.cors import actual_headers, without_cors
@@ -45,11 +47,15 @@ def dress(ctx: RequestContext, response: GatewayResponse) -> GatewayResponse:
     if edge.cors is not None and not ctx.preflight:
         headers = without_cors(headers) if upstream else headers
         headers += actual_headers(edge.cors, ctx.header(b"origin"))
-    if upstream and edge.compression_min_bytes:
+    if (
+        upstream
+        and edge.compression_min_bytes
+        and compressible(response.status, ctx.method, headers, edge.compression_min_bytes)
+    ):
         encoding = chosen_encoding(ctx.header(b"accept-encoding"))
-        if encoding is not None and compressible(
-            response.status, ctx.method, headers, edge.compression_min_bytes
-        ):
+        if encoding is None:  # sent as it came, but another client's copy would be compressed
+            headers = varied(headers)
+        else:
             assert response.stream is not None
             response.stream = compressed(response.stream, encoding)
             headers = compressed_headers(headers, encoding)

@@ -13,11 +13,17 @@ import time
 from collections import Counter
 from typing import Any
 
+import httpx
 from django.core.cache import cache
 from django_redis import get_redis_connection
 
+from routing.config.publish import VERSION_KEY
 from tests.conftest import make_route, make_service, publish
 from tests.servers import ServerThread
+
+# Gateway processes are called as one gateway behind a balancer would be: by one Host (the key
+# holds the Host, port included, since the upstream sees it as X-Forwarded-Host).
+SAME_HOST = {"Host": "gateway.example"}
 
 
 class CacheUpstream:
@@ -82,6 +88,11 @@ def entry_keys() -> list[bytes]:
     """The response cache's keys in Redis (entries, Vary records; not locks)."""
     redis = get_redis_connection("default")
     return [k for k in redis.keys(cache.make_key("rc:*")) if not k.endswith(b":lock")]
+
+
+def serving_latest(http: httpx.Client, url: str) -> bool:
+    """The gateway at `url` serves the configuration last published."""
+    return http.get(url + "/health").json()["config"]["token"] == cache.get(VERSION_KEY)
 
 
 def wait_for(condition: Any, seconds: float = 10.0, step: float = 0.05) -> Any:

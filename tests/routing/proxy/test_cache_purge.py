@@ -1,6 +1,7 @@
-"""Purging a route's cache, or changing the route, starts its cache afresh on every gateway
-process: seen through a second process that shares only Redis with this one (its configuration
-comes from what this process publishes)."""
+"""Purging a route's cache, changing the route, or changing what its service answers with starts
+its cache afresh on every gateway process: seen through a second process that shares only Redis
+with this one (its configuration comes from what this process publishes). A change that cannot
+change the answer keeps the entries."""
 
 from __future__ import annotations
 
@@ -10,24 +11,22 @@ from django.core.cache import cache
 
 from routing.cache_purge import purge_route_cache
 from routing.config.holder import holder
-from routing.config.publish import VERSION_KEY
-from routing.models import Route
-from tests.routing.proxy.cache_upstream import cached_route, entry_keys, wait_for
-from tests.servers import gateway_processes
-
-# Both processes are called as one gateway behind a balancer would be: by one Host (the key
-# holds the Host, port included, since the upstream sees it as X-Forwarded-Host).
-SAME_HOST = {"Host": "gateway.example"}
+from routing.models import Route, Target
+from tests.conftest import make_route, publish
+from tests.routing.proxy.cache_upstream import (
+    SAME_HOST,
+    CacheUpstream,
+    cached_route,
+    entry_keys,
+    serving_latest,
+    wait_for,
+)
+from tests.servers import ServerThread, gateway_processes
 
 
 def call_number(http: httpx.Client, url: str) -> int | None:
     answer = http.get(url, headers=SAME_HOST)
     return answer.json()["call"] if answer.status_code == 200 else None
-
-
-def serving_latest(http: httpx.Client, url: str) -> bool:
-    """The gateway at `url` serves the configuration last published."""
-    return http.get(url + "/health").json()["config"]["token"] == cache.get(VERSION_KEY)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -93,3 +92,63 @@ def test_a_purge_leaves_other_routes_entries_alone(client, cache_upstream):
     hit = client.get("/kept/x")
     assert hit.headers["x-cache"] == "HIT"
     assert hit.json()["call"] == 1
+
+
+@pytest.mark.django_db
+def test_moving_the_routes_service_to_other_targets_makes_the_next_request_a_miss(
+    client, cache_upstream
+):
+    route = cached_route(cache_upstream, "/moved")
+    cached = [client.get("/moved/x") for _ in range(2)]
+    assert [a.headers["x-cache"] for a in cached] == ["MISS", "HIT"]
+    second = ServerThread(CacheUpstream()).start()
+    try:
+        second.app.body["/moved/x"] = b'{"from": "the second upstream"}'
+        target = Target.objects.get(service=route.service)
+        target.url = second.url
+        target.save()
+        publish()
+
+        moved = client.get("/moved/x")
+        assert moved.headers["x-cache"] == "MISS"
+        assert moved.json() == {"from": "the second upstream"}
+        wait_for(lambda: client.get("/moved/x").headers["x-cache"] == "HIT")
+
+        # The same upstream under a base path answers from elsewhere too.
+        target.url = second.url + "/v2"
+        target.save()
+        publish()
+
+        rebased = client.get("/moved/x")
+        assert rebased.headers["x-cache"] == "MISS"
+        assert rebased.json()["path"] == "/v2/moved/x"
+        assert second.app.calls == {"/moved/x": 1, "/v2/moved/x": 1}
+        assert cache_upstream.app.calls["/moved/x"] == 1
+    finally:
+        second.stop()
+
+
+@pytest.mark.django_db
+def test_changes_that_cannot_change_the_answer_keep_the_routes_entries(client, cache_upstream):
+    route = cached_route(cache_upstream, "/steady")
+    first = client.get("/steady/x")
+    assert first.headers["x-cache"] == "MISS"
+
+    # Another route on the same service, and the service's timeouts, retries and passive health
+    # checks tuned (as during an incident, when a stale answer may be wanted most).
+    make_route(route.service, "/elsewhere", name="steady-elsewhere")
+    service = route.service
+    service.description = "tuned"
+    service.connect_timeout = 2.0
+    service.read_timeout = 12.0
+    service.retries = 2
+    service.breaker_failures = 9
+    service.save()
+    token = holder.current.token
+    publish()
+    assert holder.current.token != token  # a new configuration is served
+
+    again = client.get("/steady/x")
+    assert again.headers["x-cache"] == "HIT"
+    assert again.content == first.content
+    assert cache_upstream.app.calls["/steady/x"] == 1

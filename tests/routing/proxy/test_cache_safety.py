@@ -5,6 +5,7 @@ or replay one request's own headers to another."""
 from __future__ import annotations
 
 import time
+from email.utils import formatdate
 
 import jwt
 import pytest
@@ -105,6 +106,28 @@ def test_the_upstreams_max_age_shortens_the_ttl(client, cache_upstream, cache_co
     assert cache_upstream.app.calls["/ma/x"] == 2
 
 
+def test_a_future_expires_shortens_the_ttl(client, cache_upstream):
+    cached_route(cache_upstream, "/ex", ttl=600)
+    expires = formatdate(time.time() + 4, usegmt=True)
+    cache_upstream.app.headers["/ex/x"] = [("Expires", expires)]
+    answers = [client.get("/ex/x") for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
+    assert answers[1].headers["expires"] == expires
+    # Fetched again once that date has passed, long before the route's ten minutes.
+    assert wait_for(lambda: client.get("/ex/x").json()["call"] == 2, seconds=10)
+
+
+def test_max_age_wins_over_expires(client, cache_upstream):
+    cached_route(cache_upstream, "/mx", ttl=600)
+    cache_upstream.app.headers["/mx/x"] = [
+        ("Cache-Control", "max-age=60"),
+        ("Expires", "Thu, 01 Jan 1970 00:00:00 GMT"),  # long past: ignored under max-age
+    ]
+    answers = [client.get("/mx/x") for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == ["MISS", "HIT"]
+    assert cache_upstream.app.calls["/mx/x"] == 1
+
+
 def test_an_authenticated_request_bypasses_a_shared_route_and_is_marked_private(
     client, cache_upstream
 ):
@@ -148,6 +171,25 @@ def test_per_user_gives_each_caller_an_entry_of_their_own(client, cache_upstream
     assert bob_again.headers["cache-control"] == "private"
     assert "cache-control" not in anonymous_again.headers
     assert cache_upstream.app.calls["/me/x"] == 3
+
+
+@pytest.mark.parametrize(
+    ("per_user", "cache_control", "results"),
+    [
+        (True, "public, max-age=30", ["MISS", "HIT"]),
+        (True, "private, max-age=5", ["MISS", "MISS"]),  # a shared cache never keeps it
+        (False, "public, max-age=30", ["BYPASS", "BYPASS"]),
+    ],
+)
+def test_an_authenticated_answer_keeps_the_upstreams_own_cache_control(
+    client, cache_upstream, per_user, cache_control, results
+):
+    cached_route(cache_upstream, "/own", per_user=per_user)
+    cache_upstream.app.headers["/own/x"] = [("Cache-Control", cache_control)]
+    answers = [client.get("/own/x", headers=bearer(7)) for _ in range(2)]
+    assert [a.headers["x-cache"] for a in answers] == results
+    assert [a.headers.get_list("cache-control") for a in answers] == [[cache_control]] * 2
+    assert [a.json()["user"] for a in answers] == ["7", "7"]
 
 
 def test_a_bad_token_on_a_per_user_route_never_reads_an_entry(client, cache_upstream):

@@ -153,6 +153,40 @@ def test_answers_left_as_the_upstream_sent_them(gateway, compressed_route, path,
     assert answer.body == body
 
 
+@pytest.mark.parametrize("accept", [None, "identity", "gzip;q=0, br;q=0"])
+def test_an_answer_sent_plain_that_could_be_compressed_varies_on_accept_encoding(
+    gateway, compressed_route, accept
+):
+    """Else a shared cache in front keeps this plain copy and gives it to a gzip client, or
+    keeps the gzip copy and gives it to this one."""
+    head = "GET /z/page HTTP/1.1\r\nHost: api.example.com"
+    if accept is not None:
+        head += f"\r\nAccept-Encoding: {accept}"
+
+    answer = raw_exchange(gateway.url, head.encode())
+
+    assert answer.header("content-encoding") is None
+    assert answer.body == PAGE
+    assert "accept-encoding" in _vary(answer.headers.get("vary", []))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/z/small",  # under compression_min_bytes
+        "/z/png",  # not a compressible type
+        "/z/events",  # never compressed
+    ],
+)
+def test_an_answer_never_compressed_does_not_vary_on_accept_encoding(
+    client, compressed_route, path
+):
+    for accept in ("gzip, br", "identity"):
+        response = client.get(path, headers={"Accept-Encoding": accept})
+        assert "content-encoding" not in response.headers
+        assert "accept-encoding" not in _vary(response.headers.get_list("vary"))
+
+
 def test_an_already_encoded_answer_is_not_encoded_again(client, compressed_route):
     with client.stream("GET", "/z/encoded", headers={"Accept-Encoding": "gzip, br"}) as response:
         raw = b"".join(response.iter_raw())
@@ -179,6 +213,7 @@ def test_a_route_can_turn_gateway_wide_compression_off(client, streaming, gatewa
     response = client.get("/z/page", headers={"Accept-Encoding": "gzip"})
 
     assert "content-encoding" not in response.headers
+    assert "accept-encoding" not in _vary(response.headers.get_list("vary"))
     assert response.content == PAGE
 
 
@@ -200,6 +235,11 @@ def test_a_compressed_answers_strong_etag_is_made_weak(client, compressed_route)
     assert compressed.headers["etag"] == 'W/"v1"'
     assert plain.headers["etag"] == '"v1"'
     assert compressed.content == plain.content
+
+
+def _vary(values: list[str]) -> set[str]:
+    """The header names an answer's Vary lines list, lower case."""
+    return {name.strip().lower() for value in values for name in value.split(",")}
 
 
 def _dechunk(data: bytes) -> bytes:
