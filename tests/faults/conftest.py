@@ -15,7 +15,7 @@ from django.db import connection
 
 from routing.config.holder import holder as process_holder
 from tests.faults.redis_server import REDIS_SERVER, RedisServer
-from tests.faults.redis_topologies import RedisCluster, SentinelSetup
+from tests.faults.redis_topologies import RedisCluster, SentinelSetup, TlsRedis
 
 
 @pytest.fixture
@@ -41,6 +41,13 @@ def redis_sentinel() -> Iterator[SentinelSetup]:
     """A master, its replica and a sentinel of this test's own (set up as `redis_server`)."""
     with _own_redis(SentinelSetup()) as setup:
         yield setup
+
+
+@pytest.fixture
+def redis_over_tls() -> Iterator[TlsRedis]:
+    """A Redis that speaks only TLS, of this test's own (set up as `redis_server`)."""
+    with _own_redis(TlsRedis()) as server:
+        yield server
 
 
 @contextmanager

@@ -3,18 +3,26 @@ topologies production runs beside a single Redis. Nothing is kept on disk."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from tests.faults.redis_server import RedisServer
 from tests.servers import free_port
 
-__all__ = ["MASTER_NAME", "RedisCluster", "SentinelSetup"]
+__all__ = ["MASTER_NAME", "RedisCluster", "SentinelSetup", "TlsRedis"]
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 MASTER_NAME = "portier-master"
@@ -153,3 +161,71 @@ class SentinelSetup:
     def close(self) -> None:
         for server in (self.sentinel, self.replica, self.master):
             server.close()
+
+
+class TlsRedis:
+    """A Redis that speaks only TLS (no plain port), with a certificate for 127.0.0.1 signed by
+    a CA of the test's own; clients trust that CA through the URL (`ssl_ca_certs`)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="portier-redis-tls-"))
+        self.ca = self.workdir / "ca.pem"
+        cert, key = self.workdir / "redis.pem", self.workdir / "redis.key"
+        _issue_certificates(self.ca, cert, key)
+        self.server = RedisServer(
+            *("--port", "0", "--tls-port", str(self.port), "--tls-auth-clients", "no"),
+            *("--tls-cert-file", str(cert), "--tls-key-file", str(key)),
+            *("--tls-ca-cert-file", str(self.ca)),
+            port=self.port,
+        )
+        self.url = self.server.url = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca}"
+
+    def start(self) -> TlsRedis:
+        self.server.start()  # its readiness check speaks TLS too (the URL above)
+        return self
+
+    def close(self) -> None:
+        self.server.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _issue_certificates(ca_path: Path, cert_path: Path, key_path: Path) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "portier test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )

@@ -1,6 +1,6 @@
-"""The gateway on the two Redis topologies production runs beside a single server, set only by
-settings: a three-master Redis Cluster (keys spread over every master's slots) and a master
-watched by Sentinel, failed over while traffic flows."""
+"""The gateway on the Redis topologies production runs, set only by settings: a single server
+spoken to over TLS, a three-master Redis Cluster (keys spread over every master's slots) and a
+master watched by Sentinel, failed over while traffic flows."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.test import override_settings
@@ -21,7 +22,7 @@ from routing.models import RateLimitTier
 from routing.observe import traffic_stats
 from tests.conftest import make_route, make_service, received
 from tests.faults.conftest import shared_database_url
-from tests.faults.redis_topologies import MASTER_NAME, RedisCluster, SentinelSetup
+from tests.faults.redis_topologies import MASTER_NAME, RedisCluster, SentinelSetup, TlsRedis
 from tests.faults.test_redis_outage import Traffic, wait_for
 from tests.servers import ServerThread, gateway_processes
 
@@ -48,6 +49,27 @@ def redis_at(url: str, topology: str, sentinels: list[tuple[str, int]] = ()) -> 
 
 def serves(http: httpx.Client, url: str, token: str) -> bool:
     return http.get(url + "/health").json()["config"]["token"] == token
+
+
+def test_a_gateway_on_a_redis_that_speaks_only_tls(
+    redis_over_tls: TlsRedis, upstream: ServerThread, tmp_path: Path
+) -> None:
+    hourly = RateLimitTier.objects.create(name="three-an-hour", rate="3/h", key="route")
+    service = make_service("tls", upstream.url)
+    make_route(service, "/limited", name="limited", rate_limit_tier=hourly)
+    with redis_at(redis_over_tls.url, "single"):
+        token = config_publish()
+    plain = redis.Redis(port=redis_over_tls.port, socket_timeout=1)
+    with pytest.raises(redis.ConnectionError):
+        plain.ping()  # the server really refuses a connection without TLS
+    env = {"REDIS_URL": redis_over_tls.url, "DATABASE_URL": shared_database_url(tmp_path)}
+
+    with gateway_processes(1, **env) as [url], httpx.Client(timeout=5) as http:
+        wait_for(lambda: serves(http, url, token), 10, "the configuration")
+        statuses = [http.get(url + "/limited/x").status_code for _ in range(5)]
+        assert http.get(url + "/health").json()["checks"]["cache"] == "ok"
+
+    assert statuses == [200, 200, 200, 429, 429]
 
 
 def test_two_gateways_share_a_redis_cluster(
@@ -111,9 +133,11 @@ def test_gateways_ride_out_a_sentinel_failover_and_use_the_new_master(
     redis_sentinel: SentinelSetup, upstream: ServerThread, tmp_path: Path
 ) -> None:
     generous = RateLimitTier.objects.create(name="generous", rate="100000/h", key="route")
+    hourly = RateLimitTier.objects.create(name="ten-an-hour", rate="10/h", key="route")
     service = make_service("failover", upstream.url)
     make_route(service, "/plain", name="plain")
     make_route(service, "/limited", name="limited", rate_limit_tier=generous)
+    make_route(service, "/ten", name="ten", rate_limit_tier=hourly)
     url = f"redis://{MASTER_NAME}/0"
     sentinels = [("127.0.0.1", redis_sentinel.sentinel.port)]
     with redis_at(url, "sentinel", sentinels):
@@ -127,6 +151,8 @@ def test_gateways_ride_out_a_sentinel_failover_and_use_the_new_master(
 
     with gateway_processes(2, **env) as urls, httpx.Client(timeout=5) as http:
         wait_for(lambda: all(serves(http, u, token) for u in urls), 10, "the configuration")
+        statuses = [http.get(urls[i % 2] + "/ten/x").status_code for i in range(20)]
+        assert statuses == [200] * 10 + [429] * 10, statuses  # one count across both
         with Traffic(urls, ["/plain", "/limited"]) as traffic:
             time.sleep(0.5)
             traffic.phase = "failover"
