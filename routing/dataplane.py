@@ -128,19 +128,14 @@ async def shutdown() -> None:
 
 def _close_caches() -> None:
     """django-redis keeps its pools open (cache.close() leaves them unless CLOSE_CONNECTION is
-    set). Its pools are per process, shared by every thread's cache object: disconnect them
-    through the raw client."""
-    from django_redis import get_redis_connection
+    set). Its pools are per process, shared by every thread's cache object: they are closed
+    where they are kept (routing.redis_topology); other caches close themselves."""
+    from routing.redis_topology import close_cache_connections
 
-    from routing.redis_topology import disconnect
-
+    close_cache_connections()
     for alias in settings.CACHES:
-        try:
-            redis = get_redis_connection(alias)
-        except NotImplementedError:  # not django-redis (the in-process cache)
+        if not settings.CACHES[alias]["BACKEND"].startswith("django_redis."):
             caches[alias].close()
-        else:
-            disconnect(redis)
 
 
 async def close_database_connections() -> None:

@@ -23,20 +23,29 @@ from django_redis.client.default import _main_exceptions
 from django_redis.exceptions import ConnectionInterrupted
 from django_redis.pool import ConnectionFactory
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
-from redis.asyncio.sentinel import SentinelManagedSSLConnection as AsyncSentinelSSLConnection
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
-from redis.sentinel import Sentinel, SentinelManagedSSLConnection
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 __all__ = [
     "ClusterCacheClient",
     "ClusterConnectionFactory",
     "async_redis_client",
-    "disconnect",
+    "close_async_client",
+    "close_cache_connections",
     "redis_client",
     "topology_of",
 ]
+
+# A Cluster client retries a failed call three times by default, rebuilding its map of the
+# slots and backing off in between: 2-6 s per call with one master down, whatever the socket
+# timeouts. The gateway's callers skip Redis for a while after a failure instead, so a call
+# must fail within its timeout: no retry (a MOVED or ASK redirect is followed all the same).
+_NO_RETRY = Retry(NoBackoff(), 0)
 
 
 def topology_of(url: str) -> str:
@@ -52,9 +61,9 @@ def async_redis_client(url: str, *, timeout: float) -> Any:
     timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     topology = topology_of(url)
     if topology == "cluster":
-        return AsyncRedisCluster.from_url(url, **timeouts)
+        return AsyncRedisCluster.from_url(url, retry=AsyncRetry(NoBackoff(), 0), **timeouts)
     if topology == "sentinel":
-        master, kwargs = _sentinel_master(url, AsyncSentinelSSLConnection)
+        master, kwargs = _sentinel_master(url)
         sentinel = AsyncSentinel(
             settings.PORTIER_REDIS_SENTINELS, sentinel_kwargs=_sentinel_kwargs(timeout)
         )
@@ -62,36 +71,47 @@ def async_redis_client(url: str, *, timeout: float) -> Any:
     return aioredis.Redis.from_url(url, retry_on_timeout=False, **timeouts)
 
 
+async def close_async_client(client: Any) -> None:
+    """Close an async client's connections, and a Sentinel client's to the sentinels too."""
+    await client.aclose()
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in manager.sentinels if manager is not None else ():
+        await sentinel.aclose()
+
+
 def redis_client(url: str, *, timeout: float) -> Any:
     """A synchronous client for `url`, for a one-off read; close it after use."""
     timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     topology = topology_of(url)
     if topology == "cluster":
-        return RedisCluster.from_url(url, **timeouts)
+        return RedisCluster.from_url(url, retry=_NO_RETRY, **timeouts)
     if topology == "sentinel":
-        master, kwargs = _sentinel_master(url, SentinelManagedSSLConnection)
+        master, kwargs = _sentinel_master(url)
         sentinels = settings.PORTIER_REDIS_SENTINELS
         sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(timeout))
         return sentinel.master_for(master, **timeouts, **kwargs)
     return redis.Redis.from_url(url, **timeouts)
 
 
-def disconnect(client: Any) -> None:
-    """Close a synchronous client's connections, whichever kind it is."""
-    if isinstance(client, RedisCluster):
+def close_cache_connections() -> None:
+    """Close the connections django-redis keeps open for Django's cache (cache.close() leaves
+    them): its pools, a Cluster client's pools per node, a Sentinel pool's sentinels. It opens
+    nothing: a Cluster client that was never made is not made now."""
+    for client in ClusterConnectionFactory._clusters.values():
         client.disconnect_connection_pools()
-    else:
-        client.connection_pool.disconnect()
+    for pool in ConnectionFactory._pools.values():
+        pool.disconnect()
+        manager = getattr(pool, "sentinel_manager", None)
+        for sentinel in manager.sentinels if manager is not None else ():
+            sentinel.close()
 
 
-def _sentinel_master(url: str, ssl_connection: type) -> tuple[str, dict[str, Any]]:
+def _sentinel_master(url: str) -> tuple[str, dict[str, Any]]:
     """The master's name (the URL's host, django-redis's form `redis://mymaster/0`) and what the
-    URL says of the connection to it: database, credentials, TLS."""
+    URL says of the connection to it: database and credentials."""
     parsed = parse_url(url)
     master = parsed.pop("host")
     parsed.pop("port", None)
-    if parsed.pop("connection_class", None) is not None:  # rediss://: the SSL connection
-        parsed["connection_class"] = ssl_connection
     return master, parsed
 
 
@@ -114,7 +134,7 @@ class ClusterConnectionFactory(ConnectionFactory):
         if client is None:
             params = self.make_connection_params(url)
             params.pop("parser_class", None)
-            client = self._clusters[url] = RedisCluster.from_url(**params)
+            client = self._clusters[url] = RedisCluster.from_url(**params, retry=_NO_RETRY)
         return client
 
     def disconnect(self, connection: Any) -> None:
@@ -124,7 +144,8 @@ class ClusterConnectionFactory(ConnectionFactory):
 class ClusterCacheClient(DefaultClient):
     """django-redis's client on a Redis Cluster. A cluster refuses a multi-key command whose
     keys live in different hash slots; DEL and SCAN already go node by node in redis-py's
-    RedisCluster, and this reads many keys the same way."""
+    RedisCluster, and this reads many keys the same way. (`keys()` asks one node only: the
+    gateway lists keys with `iter_keys` and `delete_pattern`, which scan every node.)"""
 
     def get_many(self, keys: Any, version: int | None = None, client: Any = None) -> dict:
         if not keys:

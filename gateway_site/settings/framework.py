@@ -128,9 +128,27 @@ if PORTIER_REDIS_CLUSTER and PORTIER_REDIS_SENTINELS:
     raise ImproperlyConfigured("Set PORTIER_REDIS_CLUSTER or PORTIER_REDIS_SENTINELS, not both")
 if PORTIER_REDIS_CLUSTER and not REDIS_URL:
     raise ImproperlyConfigured("PORTIER_REDIS_CLUSTER needs REDIS_URL naming one of its nodes")
+if PORTIER_REDIS_CLUSTER and urlsplit(REDIS_URL).path.strip("/") not in {"", "0"}:
+    raise ImproperlyConfigured("A Redis Cluster has database 0 only: REDIS_URL must end in /0")
+if (PORTIER_REDIS_SENTINEL_MASTER or PORTIER_REDIS_SENTINEL_PASSWORD) and not (
+    PORTIER_REDIS_SENTINELS
+):
+    raise ImproperlyConfigured(
+        "PORTIER_REDIS_SENTINEL_MASTER and _PASSWORD need PORTIER_REDIS_SENTINELS (host:port,...)"
+    )
 if PORTIER_REDIS_SENTINELS:
-    _named = urlsplit(REDIS_URL).hostname if REDIS_URL else None
+    _url = urlsplit(REDIS_URL)
+    if REDIS_URL and (_url.port is not None or _url.scheme != "redis"):
+        raise ImproperlyConfigured(
+            "With PORTIER_REDIS_SENTINELS, REDIS_URL is redis://[:password@]<master name>/<db>: "
+            "no port (the sentinels give the master's address), and no rediss:// (Sentinel "
+            "over TLS is not supported)"
+        )
+    _named = _url.hostname if REDIS_URL else None
     PORTIER_REDIS_SENTINEL_MASTER = PORTIER_REDIS_SENTINEL_MASTER or _named or "mymaster"
+    if PORTIER_REDIS_SENTINEL_MASTER.lower() != PORTIER_REDIS_SENTINEL_MASTER:
+        # Sentinel's names are case-sensitive, and a URL's host is read in lower case.
+        raise ImproperlyConfigured("The Sentinel master's name must be in lower case")
     if _named and _named != PORTIER_REDIS_SENTINEL_MASTER:
         raise ImproperlyConfigured(
             "With PORTIER_REDIS_SENTINELS, REDIS_URL's host is the master's name: it says "

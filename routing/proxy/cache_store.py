@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
-from routing.redis_topology import async_redis_client
+from routing.redis_topology import async_redis_client, close_async_client
 
 __all__ = [
     "close_cache_clients",
@@ -115,4 +115,4 @@ async def store_release(key: str, token: bytes) -> None:
 async def close_cache_clients() -> None:
     client = _clients.pop(asyncio.get_running_loop(), None)
     if client is not None:
-        await client.aclose()
+        await close_async_client(client)

@@ -26,8 +26,7 @@ from urllib.parse import urlsplit
 from asgiref.sync import async_to_sync
 from django.conf import settings
 from django_redis.exceptions import ConnectionInterrupted
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisClusterException, RedisError
 from rest_framework import serializers, status
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import APIException, AuthenticationFailed, NotFound, PermissionDenied
@@ -49,7 +48,7 @@ __all__ = ["HeartbeatView", "InstanceView", "InstancesView"]
 logger = logging.getLogger("portier.registry")
 
 # What django-redis and redis-py raise when Redis cannot answer.
-_REDIS_DOWN = (ConnectionInterrupted, RedisConnectionError, RedisTimeoutError)
+_REDIS_DOWN = (ConnectionInterrupted, RedisError, RedisClusterException)
 
 _INSTANCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _METADATA_LIMIT = 2048  # bytes of JSON

@@ -4,6 +4,9 @@ master watched by Sentinel, failed over while traffic flows."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +27,7 @@ from tests.conftest import make_route, make_service, received
 from tests.faults.conftest import shared_database_url
 from tests.faults.redis_topologies import MASTER_NAME, RedisCluster, SentinelSetup, TlsRedis
 from tests.faults.test_redis_outage import Traffic, wait_for
-from tests.servers import ServerThread, gateway_processes
+from tests.servers import ROOT, ServerThread, gateway_processes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -45,6 +48,46 @@ def redis_at(url: str, topology: str, sentinels: list[tuple[str, int]] = ()) -> 
         PORTIER_REDIS_SENTINELS=list(sentinels),
     ):
         yield
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"PORTIER_REDIS_SENTINEL_MASTER": "mymaster"}, "need PORTIER_REDIS_SENTINELS"),
+        ({"PORTIER_REDIS_SENTINELS": "sentinel-1"}, "is not host:port"),
+        # A port means a server, not a master's name: the sentinels give its address.
+        ({"PORTIER_REDIS_SENTINELS": "s:26379", "REDIS_URL": "redis://redis:6379/0"}, "no port"),
+        ({"PORTIER_REDIS_SENTINELS": "s:26379", "REDIS_URL": "rediss://mymaster/0"}, "TLS"),
+        ({"PORTIER_REDIS_SENTINELS": "s:26379", "PORTIER_REDIS_SENTINEL_MASTER": "Main"}, "lower"),
+        (
+            {
+                "PORTIER_REDIS_SENTINELS": "s:26379",
+                "PORTIER_REDIS_SENTINEL_MASTER": "a",
+                "REDIS_URL": "redis://b/0",
+            },
+            "master's name",
+        ),
+        ({"PORTIER_REDIS_CLUSTER": "true"}, "needs REDIS_URL"),
+        ({"PORTIER_REDIS_CLUSTER": "true", "REDIS_URL": "redis://node:7000/2"}, "database 0"),
+        ({"PORTIER_REDIS_CLUSTER": "true", "PORTIER_REDIS_SENTINELS": "s:26379"}, "not both"),
+    ],
+)
+def test_a_redis_topology_that_cannot_work_stops_the_gateway_from_starting(
+    env: dict[str, str], says: str
+) -> None:
+    environment = {k: v for k, v in os.environ.items() if "REDIS" not in k}
+    result = subprocess.run(
+        [sys.executable, "-c", "import gateway_site.settings"],
+        cwd=ROOT,
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert says in result.stderr
 
 
 def serves(http: httpx.Client, url: str, token: str) -> bool:
@@ -76,8 +119,10 @@ def test_two_gateways_share_a_redis_cluster(
     redis_cluster: RedisCluster, upstream: ServerThread, tmp_path: Path
 ) -> None:
     hourly = RateLimitTier.objects.create(name="ten-an-hour", rate="10/h", key="route")
+    generous = RateLimitTier.objects.create(name="generous", rate="100000/h", key="route")
     service = make_service("clustered", upstream.url)
     make_route(service, "/limited", name="limited", rate_limit_tier=hourly)
+    make_route(service, "/generous", name="generous", rate_limit_tier=generous)
     make_route(service, "/cached", name="cached", cache={"ttl": 60})
     with redis_at(redis_cluster.url, "cluster"):
         token = config_publish()
@@ -124,6 +169,28 @@ def test_two_gateways_share_a_redis_cluster(
             return sum(r.requests for r in rows if r.route == "limited")
 
         wait_for(lambda: counted() == 20, 10, "the traffic counts")
+
+        # The master that holds a route's count stops answering (SIGSTOP): no request waits on
+        # it beyond the rate limiter's timeout, and the limit fails open (the default).
+        before = redis_cluster.keys_per_node()
+        assert http.get(urls[0] + "/generous/x").headers["ratelimit-remaining"] == "99999"
+        grown = [
+            n
+            for n, (a, b) in enumerate(zip(before, redis_cluster.keys_per_node(), strict=True))
+            if b > a
+        ]
+        holder = redis_cluster.nodes[grown[0]]
+        holder.pause()
+        try:
+            answers = []
+            for i in range(20):
+                started = time.monotonic()
+                status = http.get(urls[i % 2] + "/generous/x").status_code
+                answers.append((status, time.monotonic() - started))
+        finally:
+            holder.resume()
+        assert [status for status, _ in answers] == [200] * 20
+        assert max(seconds for _, seconds in answers) < 1.0, answers
 
     # The test meant a cluster: the gateway's keys landed on every master.
     assert all(count > 0 for count in redis_cluster.keys_per_node()), redis_cluster.keys_per_node()

@@ -34,7 +34,7 @@ from redis.commands.core import AsyncScript
 
 from routing.config.spec import RouteSpec, TierSpec
 from routing.proxy.context import GatewayError, RequestContext
-from routing.redis_topology import async_redis_client
+from routing.redis_topology import async_redis_client, close_async_client
 
 __all__ = ["close_limit_clients", "limit", "limit_group"]
 
@@ -211,4 +211,4 @@ def _count_with_django_ratelimit(group: str, value: str, tier: TierSpec) -> _Cou
 async def close_limit_clients() -> None:
     loop = asyncio.get_running_loop()
     for key in [k for k in _clients if k[0] is loop]:
-        await _clients.pop(key).registered_client.aclose()
+        await close_async_client(_clients.pop(key).registered_client)
