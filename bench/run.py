@@ -73,7 +73,7 @@ from bench.upstream import ENDPOINTS, Upstream, start_upstream
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 REDIS_URL = "redis://127.0.0.1:6379/14"
-PROFILE_SCENARIO = "small-c50"
+PROFILE_SCENARIO = "small-c50"  # --profile's scenario unless --only names one
 
 
 @dataclass
@@ -104,7 +104,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="1 rep of ~1 s per scenario")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--profile", action="store_true", help="py-spy the gateway on small-c50")
+    mode.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the gateway on the first --only scenario (default small-c50)",
+    )
     mode.add_argument(
         "--soak",
         type=float,
@@ -383,14 +387,16 @@ def measurable(row: Row) -> bool:
 
 
 def run_profile(stack: Stack, args: argparse.Namespace, stamp: str) -> dict[str, Any]:
-    """py-spy the gateway worker for `duration` s while wrk loads the small route (c50)."""
-    scenario = next(s for s in SCENARIOS if s.name == PROFILE_SCENARIO)
+    """py-spy the gateway worker for `duration` s while wrk loads the first `--only` scenario's
+    route (the small route without one) at its connection count."""
+    name = args.only[0] if args.only else PROFILE_SCENARIO
+    scenario = next(s for s in SCENARIOS if s.name == name)
     target = served(stack, scenario, GATEWAY)
     seconds = max(1, round(args.duration))
     if args.warmup:
         load.run_wrk(
             target.url,
-            connections=50,
+            connections=scenario.connections,
             seconds=args.warmup,
             lua=stack.lua,
             headers=target.headers,
@@ -399,7 +405,11 @@ def run_profile(stack: Stack, args: argparse.Namespace, stamp: str) -> dict[str,
     speedscope = RESULTS / f"{stamp}-profile.speedscope.json"
     worker = stack.gateway.workers[0]
     wrk = load.start_wrk(
-        target.url, connections=50, seconds=seconds + 3, lua=stack.lua, headers=target.headers
+        target.url,
+        connections=scenario.connections,
+        seconds=seconds + 3,
+        lua=stack.lua,
+        headers=target.headers,
     )
     spy: subprocess.Popen[bytes] | None = None
     try:

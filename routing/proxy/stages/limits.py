@@ -4,7 +4,7 @@ Windows, keys and rates are django-ratelimit's own (its window function, cache-k
 rate grammar), so the two I/O paths below count the very same Redis keys:
 
 - async (default): one Lua script (INCR, and EXPIRE on a window's first hit) on redis.asyncio,
-  awaited on the event loop;
+  awaited on the event loop, the scripts of one loop turn sent in one pipeline;
 - thread: django-ratelimit's `get_usage` through django-redis, in a worker thread;
 - without Redis: `get_usage` on the in-process cache, inline (no I/O to wait for).
 
@@ -30,10 +30,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, get_usage
-from redis.commands.core import AsyncScript
 
 from routing.config.spec import RouteSpec, TierSpec
 from routing.proxy.context import GatewayError, RequestContext
+from routing.proxy.count_batch import CountBatch
 from routing.redis_topology import async_redis_client, close_async_client
 
 __all__ = ["close_limit_clients", "limit", "limit_group"]
@@ -51,7 +51,7 @@ class _RedisDown(Exception):
     pass
 
 
-_clients: dict[tuple[asyncio.AbstractEventLoop, str], AsyncScript] = {}
+_batches: dict[tuple[asyncio.AbstractEventLoop, str], CountBatch] = {}
 _down_until = 0.0
 _failing = False  # the last attempt failed (logged once until Redis counts again)
 
@@ -162,7 +162,8 @@ async def _count(group: str, value: str, tier: TierSpec) -> _Count:
 
 # One atomic command per request: count, and start the window's expiry on its first request
 # (the same expiry django-ratelimit gives the keys it creates). bench/ measured it against
-# MULTI/INCR/EXPIRE/EXEC: one reply to parse instead of four.
+# MULTI/INCR/EXPIRE/EXEC: one reply to parse instead of four. The requests of one turn of the
+# event loop send theirs together (routing.proxy.count_batch).
 _INCR_WITH_EXPIRY = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
@@ -173,20 +174,18 @@ return count
 async def _count_async(group: str, value: str, tier: TierSpec) -> _Count:
     window = _get_window(value, tier.period)
     key = cache.make_key(_make_cache_key(group, window, tier.rate, value, None))
-    count = await _script()(keys=[key], args=[tier.period + EXPIRATION_FUDGE])
-    return _Count(int(count), window)
+    count = await _batch().count(key, tier.period + EXPIRATION_FUDGE)
+    return _Count(count, window)
 
 
-def _script() -> AsyncScript:
+def _batch() -> CountBatch:
     url = settings.PORTIER_RATELIMIT_REDIS_URL
     loop = asyncio.get_running_loop()
-    script = _clients.get((loop, url))
-    if script is None:
-        timeout = settings.PORTIER_RATELIMIT_REDIS_TIMEOUT
-        client = async_redis_client(url, timeout=timeout)
-        script = client.register_script(_INCR_WITH_EXPIRY)
-        _clients[(loop, url)] = script
-    return script
+    batch = _batches.get((loop, url))
+    if batch is None:
+        client = async_redis_client(url, timeout=settings.PORTIER_RATELIMIT_REDIS_TIMEOUT)
+        batch = _batches[(loop, url)] = CountBatch(client, _INCR_WITH_EXPIRY)
+    return batch
 
 
 class _Request:
@@ -210,5 +209,5 @@ def _count_with_django_ratelimit(group: str, value: str, tier: TierSpec) -> _Cou
 
 async def close_limit_clients() -> None:
     loop = asyncio.get_running_loop()
-    for key in [k for k in _clients if k[0] is loop]:
-        await close_async_client(_clients.pop(key).registered_client)
+    for key in [k for k in _batches if k[0] is loop]:
+        await close_async_client(_batches.pop(key).client)
