@@ -131,7 +131,8 @@ def _key_value(tier: TierSpec, ctx: RequestContext) -> str:
 
 
 async def _count(group: str, value: str, tier: TierSpec) -> _Count:
-    if not settings.PORTIER_RATELIMIT_REDIS_URL:
+    url = settings.PORTIER_RATELIMIT_REDIS_URL
+    if not url:
         return _count_with_django_ratelimit(group, value, tier)
     global _down_until, _failing
     if time.monotonic() < _down_until:
@@ -142,7 +143,7 @@ async def _count(group: str, value: str, tier: TierSpec) -> _Count:
                 group, value, tier
             )
         else:
-            counted = await _count_async(group, value, tier)
+            counted = await _count_async(url, group, value, tier)
     except Exception as exc:  # connection refused, timeout, protocol error...
         _down_until = time.monotonic() + settings.PORTIER_RATELIMIT_RETRY_AFTER_FAILURE
         if not _failing:  # once per outage, not once per retry
@@ -171,15 +172,14 @@ return count
 """
 
 
-async def _count_async(group: str, value: str, tier: TierSpec) -> _Count:
+async def _count_async(url: str, group: str, value: str, tier: TierSpec) -> _Count:
     window = _get_window(value, tier.period)
     key = cache.make_key(_make_cache_key(group, window, tier.rate, value, None))
-    count = await _batch().count(key, tier.period + EXPIRATION_FUDGE)
+    count = await _batch(url).count(key, tier.period + EXPIRATION_FUDGE)
     return _Count(count, window)
 
 
-def _batch() -> CountBatch:
-    url = settings.PORTIER_RATELIMIT_REDIS_URL
+def _batch(url: str) -> CountBatch:
     loop = asyncio.get_running_loop()
     batch = _batches.get((loop, url))
     if batch is None:
