@@ -11,15 +11,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jwt
 import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache
-from django.test import override_settings
+from django.test import Client, override_settings
 
 from gateway_site.settings.framework import redis_cache_options
+from routing.config.holder import holder
 from routing.config.publish import VERSION_KEY, config_publish
 from routing.models import RateLimitTier
 from routing.observe import traffic_stats
@@ -258,3 +261,41 @@ def test_gateways_ride_out_a_sentinel_failover_and_use_the_new_master(
     assert window < FAILOVER_WINDOW
     # The new master holds the counts now: the old one is its replica.
     assert redis_sentinel.master_port() == redis_sentinel.replica.port
+
+
+def test_the_registry_answers_503_when_the_cluster_is_down(redis_cluster: RedisCluster) -> None:
+    """A Cluster that lost a master refuses every key (CLUSTERDOWN), an error redis-py does not
+    count as a connection error: the registry still says it is unavailable, never 500."""
+    registrar = jwt.encode(
+        {
+            "user_id": 41,
+            "roles": [settings.PORTIER_REGISTRAR_ROLE],
+            "token_type": "access",
+            "exp": int(time.time()) + 300,
+        },
+        settings.PORTIER_JWT_SIGNING_KEY,
+        algorithm="HS256",
+    )
+
+    def register() -> Any:
+        return Client().put(
+            "/registry/services/enrolling/instances/e-1",
+            {"url": "http://127.0.0.1:10"},
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {registrar}",
+        )
+
+    with redis_at(redis_cluster.url, "cluster"):
+        make_service("enrolling", "http://127.0.0.1:9", allow_registration=True)
+        config_publish()
+        holder.refresh()
+        registered = register()
+        redis_cluster.nodes[1].kill()
+        node = redis.Redis(port=redis_cluster.nodes[0].port, socket_timeout=1)
+        wait_for(lambda: node.cluster("INFO")["cluster_state"] == "fail", 10, "CLUSTERDOWN")
+        node.close()
+        refused = [register() for _ in range(3)]
+
+    assert registered.status_code == 201
+    assert [r.status_code for r in refused] == [503, 503, 503]
+    assert refused[0].json()["error"]["code"] == "registry_unavailable"
