@@ -5,7 +5,6 @@ cluster's slots without knowing which it talks to:
 - Django's cache (configuration, keys, health board, registry, traffic counts) is django-redis,
   configured by the settings; for a Cluster, with `ClusterCacheClient` below.
 - The rate limits' and the response cache's own `redis.asyncio` clients (`async_redis_client`).
-- One-off synchronous reads (`redis_client`).
 
 The topology applies to REDIS_URL. Another URL (a PORTIER_RATELIMIT_REDIS_URL of its own) names
 one server.
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from django_redis.client import DefaultClient
@@ -29,7 +27,6 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 __all__ = [
     "ClusterCacheClient",
@@ -37,7 +34,6 @@ __all__ = [
     "async_redis_client",
     "close_async_client",
     "close_cache_connections",
-    "redis_client",
     "topology_of",
 ]
 
@@ -74,23 +70,10 @@ def async_redis_client(url: str, *, timeout: float) -> Any:
 async def close_async_client(client: Any) -> None:
     """Close an async client's connections, and a Sentinel client's to the sentinels too."""
     await client.aclose()
-    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    pool = getattr(client, "connection_pool", None)  # a Cluster client has one per node
+    manager = getattr(pool, "sentinel_manager", None)
     for sentinel in manager.sentinels if manager is not None else ():
         await sentinel.aclose()
-
-
-def redis_client(url: str, *, timeout: float) -> Any:
-    """A synchronous client for `url`, for a one-off read; close it after use."""
-    timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    topology = topology_of(url)
-    if topology == "cluster":
-        return RedisCluster.from_url(url, retry=_NO_RETRY, **timeouts)
-    if topology == "sentinel":
-        master, kwargs = _sentinel_master(url)
-        sentinels = settings.PORTIER_REDIS_SENTINELS
-        sentinel = Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(timeout))
-        return sentinel.master_for(master, **timeouts, **kwargs)
-    return redis.Redis.from_url(url, **timeouts)
 
 
 def close_cache_connections() -> None:

@@ -67,6 +67,19 @@ class ServerThread:
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def import_settings(environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`import gateway_site.settings` in a fresh interpreter with this whole environment: the
+    settings refuse, at import, what could not work."""
+    return subprocess.run(
+        [sys.executable, "-c", "import gateway_site.settings"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 @contextmanager
 def gateway_processes(count: int = 2, *, fast_poll: bool = True, **env: str) -> Iterator[list[str]]:
     """More gateway processes (`python -m gateway_site.serve`), sharing this test run's Redis and

@@ -15,6 +15,7 @@ import logging
 import time
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django_ratelimit.core import _get_window, _make_cache_key
@@ -25,7 +26,6 @@ from routing.proxy.response_cache import base_key
 from routing.proxy.stages.cache import _BYPASS, _cache_user, _has_credentials
 from routing.proxy.stages.forward import _sticky_key
 from routing.proxy.stages.limits import _key_value, _tier_for, limit_group
-from routing.redis_topology import redis_client
 from routing.upstream import balancer, health
 
 __all__ = [
@@ -87,12 +87,13 @@ def tier_count(ctx: RequestContext) -> dict[str, Any] | None:
 
 
 def _read_count(key: str) -> int:
-    """GET the key the limit stage INCRs: in the rate-limit Redis when it counts there,
-    else in the cache django-ratelimit uses (the same store, or the in-process one)."""
+    """GET the key the limit stage INCRs. It lives in the cache's Redis (whatever its
+    topology), or in the in-process cache without Redis, unless the rate limits count in a
+    Redis of their own (PORTIER_RATELIMIT_REDIS_URL, one server): then it is read there."""
     url = settings.PORTIER_RATELIMIT_REDIS_URL
-    if url and settings.PORTIER_RATELIMIT_BACKEND == "async":
+    if url and url != settings.REDIS_URL and settings.PORTIER_RATELIMIT_BACKEND == "async":
         timeout = settings.PORTIER_RATELIMIT_REDIS_TIMEOUT
-        client = redis_client(url, timeout=timeout)
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
         try:
             raw = client.get(cache.make_key(key))
         finally:

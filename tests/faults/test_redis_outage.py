@@ -389,7 +389,9 @@ def test_a_half_open_circuit_gets_its_trial_while_redis_is_down(
     assert health_state._trials_granted == {target.sid}  # decided here, without the cache
 
 
-def test_the_registry_answers_503_while_redis_is_down(redis_server: RedisServer) -> None:
+def register_as_registrar(service: str, instance: str) -> Any:
+    """PUT an instance into the registry, as a registrar whose signed token needs neither the
+    database nor the cache to be believed."""
     registrar = jwt.encode(
         {
             "user_id": 41,
@@ -400,15 +402,17 @@ def test_the_registry_answers_503_while_redis_is_down(redis_server: RedisServer)
         settings.PORTIER_JWT_SIGNING_KEY,
         algorithm="HS256",
     )
-    url = "/registry/services/enrolling/instances/e-1"
+    return Client().put(
+        f"/registry/services/{service}/instances/{instance}",
+        {"url": "http://127.0.0.1:10"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {registrar}",
+    )
 
+
+def test_the_registry_answers_503_while_redis_is_down(redis_server: RedisServer) -> None:
     def register() -> Any:
-        return Client().put(
-            url,
-            {"url": "http://127.0.0.1:10"},
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Bearer {registrar}",
-        )
+        return register_as_registrar("enrolling", "e-1")
 
     with cache_at(redis_server.url):
         make_service("enrolling", "http://127.0.0.1:9", allow_registration=True)

@@ -4,9 +4,8 @@ master watched by Sentinel, failed over while traffic flows."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,23 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jwt
 import pytest
 import redis
 from django.conf import settings
 from django.core.cache import cache
-from django.test import Client, override_settings
+from django.test import override_settings
 
 from gateway_site.settings.framework import redis_cache_options
 from routing.config.holder import holder
 from routing.config.publish import VERSION_KEY, config_publish
 from routing.models import RateLimitTier
 from routing.observe import traffic_stats
+from routing.proxy.cache_store import close_cache_clients, store_get, store_set
 from tests.conftest import make_route, make_service, received
 from tests.faults.conftest import shared_database_url
 from tests.faults.redis_topologies import MASTER_NAME, RedisCluster, SentinelSetup, TlsRedis
-from tests.faults.test_redis_outage import Traffic, wait_for
-from tests.servers import ROOT, ServerThread, gateway_processes
+from tests.faults.test_redis_outage import Traffic, register_as_registrar, wait_for
+from tests.servers import ServerThread, gateway_processes, import_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,14 +78,7 @@ def test_a_redis_topology_that_cannot_work_stops_the_gateway_from_starting(
     env: dict[str, str], says: str
 ) -> None:
     environment = {k: v for k, v in os.environ.items() if "REDIS" not in k}
-    result = subprocess.run(
-        [sys.executable, "-c", "import gateway_site.settings"],
-        cwd=ROOT,
-        env={**environment, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = import_settings({**environment, **env})
 
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
@@ -182,8 +174,8 @@ def test_two_gateways_share_a_redis_cluster(
             for n, (a, b) in enumerate(zip(before, redis_cluster.keys_per_node(), strict=True))
             if b > a
         ]
-        holder = redis_cluster.nodes[grown[0]]
-        holder.pause()
+        owner = redis_cluster.nodes[grown[0]]
+        owner.pause()
         try:
             answers = []
             for i in range(20):
@@ -191,7 +183,7 @@ def test_two_gateways_share_a_redis_cluster(
                 status = http.get(urls[i % 2] + "/generous/x").status_code
                 answers.append((status, time.monotonic() - started))
         finally:
-            holder.resume()
+            owner.resume()
         assert [status for status, _ in answers] == [200] * 20
         assert max(seconds for _, seconds in answers) < 1.0, answers
 
@@ -266,24 +258,9 @@ def test_gateways_ride_out_a_sentinel_failover_and_use_the_new_master(
 def test_the_registry_answers_503_when_the_cluster_is_down(redis_cluster: RedisCluster) -> None:
     """A Cluster that lost a master refuses every key (CLUSTERDOWN), an error redis-py does not
     count as a connection error: the registry still says it is unavailable, never 500."""
-    registrar = jwt.encode(
-        {
-            "user_id": 41,
-            "roles": [settings.PORTIER_REGISTRAR_ROLE],
-            "token_type": "access",
-            "exp": int(time.time()) + 300,
-        },
-        settings.PORTIER_JWT_SIGNING_KEY,
-        algorithm="HS256",
-    )
 
     def register() -> Any:
-        return Client().put(
-            "/registry/services/enrolling/instances/e-1",
-            {"url": "http://127.0.0.1:10"},
-            content_type="application/json",
-            HTTP_AUTHORIZATION=f"Bearer {registrar}",
-        )
+        return register_as_registrar("enrolling", "e-1")
 
     with redis_at(redis_cluster.url, "cluster"):
         make_service("enrolling", "http://127.0.0.1:9", allow_registration=True)
@@ -299,3 +276,17 @@ def test_the_registry_answers_503_when_the_cluster_is_down(redis_cluster: RedisC
     assert registered.status_code == 201
     assert [r.status_code for r in refused] == [503, 503, 503]
     assert refused[0].json()["error"]["code"] == "registry_unavailable"
+
+
+def test_the_shutdown_closes_a_cluster_clients_connections(redis_cluster: RedisCluster) -> None:
+    """The response cache's client on a Cluster is closed by the shutdown step that closes it
+    on one server (a Cluster client has no single connection pool to look into)."""
+
+    async def store_then_close() -> bytes | None:
+        await store_set("probe", b"kept", 60)
+        stored = await store_get("probe")
+        await close_cache_clients()
+        return stored
+
+    with redis_at(redis_cluster.url, "cluster"):
+        assert asyncio.run(store_then_close()) == b"kept"

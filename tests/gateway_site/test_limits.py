@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
@@ -17,7 +15,7 @@ from django.test import override_settings
 
 from tests.conftest import make_route, make_service, publish, received
 from tests.gateway_site.wire import connect, exchange, raw_upstream, read_answers, read_to_close
-from tests.servers import ROOT
+from tests.servers import import_settings
 
 pytestmark = pytest.mark.django_db
 
@@ -307,14 +305,7 @@ def test_the_gateway_own_paths_take_bodies_within_their_limit(gateway):
     ],
 )
 def test_a_bad_limit_setting_stops_the_gateway_from_starting(name, value):
-    result = subprocess.run(
-        [sys.executable, "-c", "import gateway_site.settings"],
-        cwd=ROOT,
-        env={**os.environ, name: value},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = import_settings({**os.environ, name: value})
 
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
