@@ -16,10 +16,18 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import IO, Any
 
+import orjson
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 __all__ = ["BatchedStdoutHandler", "ConsoleFormatter", "JsonFormatter", "batched_stdout"]
+
+
+# What a record logged with no `extra=` holds (`message` once formatted): nothing to merge.
+_PLAIN_RECORD = frozenset(logging.LogRecord("", logging.INFO, "", 0, "", None, None).__dict__) | {
+    "message",
+    "taskName",
+}
 
 
 class JsonFormatter(OrjsonFormatter):
@@ -33,6 +41,29 @@ class JsonFormatter(OrjsonFormatter):
             reserved_attrs=[*RESERVED_ATTRS, "color_message"],
             **kwargs,
         )
+
+    def format(self, record: logging.LogRecord) -> str:
+        """A dict record with nothing else to merge (every access-log line) is written straight:
+        the same object as the library writes, in a quarter of the time (~4 µs instead of ~14;
+        the library's field merging was ~3 % of the event loop with the access log on)."""
+        if (
+            type(record.msg) is dict
+            and not record.exc_info
+            and not record.exc_text
+            and not record.stack_info
+            and record.__dict__.keys() <= _PLAIN_RECORD
+            and not self.json_indent
+        ):
+            line = {
+                "time": _iso_time(record),
+                "level": record.levelname,
+                "logger": record.name,
+                **record.msg,
+            }
+            return orjson.dumps(
+                line, default=self.json_default, option=orjson.OPT_NON_STR_KEYS
+            ).decode()
+        return super().format(record)
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]

@@ -25,8 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.conf import settings
-
+from routing.hot_settings import hot_settings
 from routing.observe.redaction import redact_path
 from routing.proxy.context import GatewayResponse, RequestContext
 
@@ -55,7 +54,7 @@ def begin(ctx: RequestContext) -> None:
             ctx.span_id = _new_id(64)
             return
     ctx.trace_id = _new_id(128)
-    ctx.trace_flags = "01" if random.random() < settings.PORTIER_TRACE_SAMPLE_RATIO else "00"
+    ctx.trace_flags = "01" if random.random() < hot_settings.PORTIER_TRACE_SAMPLE_RATIO else "00"
     ctx.span_id = _new_id(64)
 
 
@@ -89,10 +88,10 @@ _otel: _Otel | None = None
 def otel() -> _Otel | None:
     """The span factory when PORTIER_OTEL_ENABLED, else None (settings checked the package)."""
     global _otel
-    if not settings.PORTIER_OTEL_ENABLED:
+    if not hot_settings.PORTIER_OTEL_ENABLED:
         return None
     if _otel is None:  # made in the serving process, after any fork, on its first request
-        _otel = _Otel(settings.PORTIER_TRACE_SAMPLE_RATIO)
+        _otel = _Otel(hot_settings.PORTIER_TRACE_SAMPLE_RATIO)
     return _otel
 
 

@@ -16,9 +16,11 @@ import logging
 import time
 from typing import Any
 
-from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import BaseCache, caches
+from django.core.signals import setting_changed
+from django.dispatch import receiver
 
+from routing.hot_settings import hot_settings
 from routing.redis_topology import async_redis_client, close_async_client
 
 __all__ = [
@@ -38,14 +40,41 @@ _down_until = 0.0
 
 def _client() -> Any | None:
     global _down_until
-    if not settings.REDIS_URL or time.monotonic() < _down_until:
+    if not hot_settings.REDIS_URL or time.monotonic() < _down_until:
         return None
     loop = asyncio.get_running_loop()
     client = _clients.get(loop)
     if client is None:
-        timeout = settings.PORTIER_CACHE_REDIS_TIMEOUT
-        client = _clients[loop] = async_redis_client(settings.REDIS_URL, timeout=timeout)
+        timeout = hot_settings.PORTIER_CACHE_REDIS_TIMEOUT
+        client = _clients[loop] = async_redis_client(hot_settings.REDIS_URL, timeout=timeout)
     return client
+
+
+def _cache() -> BaseCache:
+    """The project's cache, one object for the process.
+
+    `django.core.cache.cache` fetches it on every use, and Django keeps caches per context
+    (asgiref's Local): each request's task built a cache object of its own first, ~40 µs. One
+    object serves every task: LocMemCache locks its store, django-redis pools its connections.
+    """
+    global _default
+    if _default is None:
+        _default = caches["default"]
+    return _default
+
+
+def _redis_key(key: str) -> str:
+    return _cache().make_key(key)
+
+
+_default: BaseCache | None = None
+
+
+@receiver(setting_changed)
+def _caches_changed(*, setting: str, **_: Any) -> None:
+    global _default
+    if setting == "CACHES":  # only tests change it (override_settings)
+        _default = None
 
 
 def _failed(exc: Exception) -> None:
@@ -58,9 +87,9 @@ def _failed(exc: Exception) -> None:
 async def store_get(key: str) -> bytes | None:
     client = _client()
     if client is None:
-        return None if settings.REDIS_URL else cache.get(key)
+        return None if hot_settings.REDIS_URL else _cache().get(key)
     try:
-        return await client.get(cache.make_key(key))
+        return await client.get(_redis_key(key))
     except Exception as exc:
         _failed(exc)
         return None
@@ -69,11 +98,11 @@ async def store_get(key: str) -> bytes | None:
 async def store_set(key: str, value: bytes, seconds: int) -> None:
     client = _client()
     if client is None:
-        if not settings.REDIS_URL:
-            cache.set(key, value, seconds)
+        if not hot_settings.REDIS_URL:
+            _cache().set(key, value, seconds)
         return
     try:
-        await client.set(cache.make_key(key), value, ex=max(1, seconds))
+        await client.set(_redis_key(key), value, ex=max(1, seconds))
     except Exception as exc:
         _failed(exc)
 
@@ -82,11 +111,11 @@ async def store_add(key: str, value: bytes, milliseconds: int) -> bool:
     """Set only if absent (a short lock): True when this caller set it."""
     client = _client()
     if client is None:
-        if settings.REDIS_URL:
+        if hot_settings.REDIS_URL:
             return True  # Redis is down: no lock to share, the caller goes on alone
-        return bool(cache.add(key, value, max(1, milliseconds // 1000)))
+        return bool(_cache().add(key, value, max(1, milliseconds // 1000)))
     try:
-        return bool(await client.set(cache.make_key(key), value, px=milliseconds, nx=True))
+        return bool(await client.set(_redis_key(key), value, px=milliseconds, nx=True))
     except Exception as exc:
         _failed(exc)
         return True
@@ -103,11 +132,11 @@ async def store_release(key: str, token: bytes) -> None:
     by another request is that request's to release."""
     client = _client()
     if client is None:
-        if not settings.REDIS_URL and cache.get(key) == token:
-            cache.delete(key)
+        if not hot_settings.REDIS_URL and _cache().get(key) == token:
+            _cache().delete(key)
         return
     try:
-        await client.eval(_RELEASE, 1, cache.make_key(key), token)
+        await client.eval(_RELEASE, 1, _redis_key(key), token)
     except Exception as exc:
         _failed(exc)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
-from django.conf import settings
+from routing.hot_settings import hot_settings
 
 __all__ = ["address_in", "client_scheme", "is_trusted_proxy", "resolve_client_ip"]
 
@@ -35,7 +35,7 @@ def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
 def resolve_client_ip(peer: str, forwarded_for: list[bytes]) -> str:
     if not is_trusted_proxy(peer):
         return peer
-    networks = _networks(tuple(settings.PORTIER_TRUSTED_PROXIES))
+    networks = _networks(tuple(hot_settings.PORTIER_TRUSTED_PROXIES))
     client = peer
     hops = [hop.strip() for value in forwarded_for for hop in value.decode("latin-1").split(",")]
     for hop in reversed(hops):
@@ -51,7 +51,7 @@ def resolve_client_ip(peer: str, forwarded_for: list[bytes]) -> str:
 
 def is_trusted_proxy(peer: str) -> bool:
     """Is the socket peer one of PORTIER_TRUSTED_PROXIES (whose X-Forwarded-* are believed)?"""
-    proxies = settings.PORTIER_TRUSTED_PROXIES
+    proxies = hot_settings.PORTIER_TRUSTED_PROXIES
     return bool(proxies) and _peer_trusted(peer, tuple(proxies))
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote_to_bytes
 
-from django.conf import settings
+from routing.hot_settings import hot_settings
 
 __all__ = ["PathRejected", "is_reserved_path", "normalize_path"]
 
@@ -43,7 +43,7 @@ class PathRejected(ValueError):
 
 def is_reserved_path(path: str) -> bool:
     """True for the gateway's own paths (/admin, /api-docs, /health/..., ...), never proxied."""
-    for reserved in settings.PORTIER_RESERVED_PATHS:
+    for reserved in hot_settings.PORTIER_RESERVED_PATHS:
         if path.startswith(reserved) and (len(path) == len(reserved) or path[len(reserved)] == "/"):
             return True
     return False

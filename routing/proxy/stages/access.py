@@ -9,9 +9,8 @@ record stage counts and logs whom the policy would block before it is switched o
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from routing.config.spec import PolicySpec
+from routing.hot_settings import hot_settings
 from routing.proxy.context import GatewayError, Identity, RequestContext
 
 __all__ = ["authorize", "policy_refusal"]
@@ -46,7 +45,7 @@ def policy_refusal(policy: PolicySpec, identity: Identity | None) -> GatewayErro
         policy.kind == "authenticated"
         or (policy.kind == "any_of" and not roles.isdisjoint(policy.roles))
         or (policy.kind == "all_of" and roles.issuperset(policy.roles))
-        or (policy.kind == "admin_only" and settings.PORTIER_ADMIN_ROLE in roles)
+        or (policy.kind == "admin_only" and hot_settings.PORTIER_ADMIN_ROLE in roles)
     )
     if allowed:
         return None

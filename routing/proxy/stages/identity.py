@@ -18,10 +18,9 @@ from __future__ import annotations
 import logging
 import time
 
-from django.conf import settings
-
 from accounts.denylist import deny_set
 from accounts.services import ApiKeysUnavailable, api_key_lookup, api_key_touch
+from routing.hot_settings import hot_settings
 from routing.proxy.context import GatewayError, Identity, RequestContext
 from routing.proxy.tokens import TokenExpired, TokenInvalid, verifier
 
@@ -68,9 +67,9 @@ async def _from_jwt(raw: str) -> Identity:
     except TokenInvalid as exc:
         logger.info("invalid token refused: %s", exc)  # the reason stays in the log
         raise _unauthorized("invalid_token", "The token is not valid.") from None
-    subject = _subject(claims.get(settings.PORTIER_JWT_USER_ID_CLAIM))
-    email = claims.get(settings.PORTIER_JWT_EMAIL_CLAIM)
-    roles = _roles(claims.get(settings.PORTIER_JWT_ROLES_CLAIM))
+    subject = _subject(claims.get(hot_settings.PORTIER_JWT_USER_ID_CLAIM))
+    email = claims.get(hot_settings.PORTIER_JWT_EMAIL_CLAIM)
+    roles = _roles(claims.get(hot_settings.PORTIER_JWT_ROLES_CLAIM))
     # These values become upstream headers: refuse what could not be sent as one, and any claim
     # of the wrong type (a client's token must never be guessed at, nor become a 500).
     if email is None:

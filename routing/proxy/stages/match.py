@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import re
 
-from django.conf import settings
-
 from routing.config.spec import RouteSpec
+from routing.hot_settings import hot_settings
 from routing.proxy.context import GatewayError, RequestContext
 from routing.proxy.paths import PathRejected, is_reserved_path, normalize_path
 
@@ -37,7 +36,7 @@ async def match(ctx: RequestContext) -> None:
         raise _not_allowed(ctx.method, _ANY_METHOD)
     try:
         ctx.path = normalize_path(
-            ctx.raw_path, allow_encoded_slashes=settings.PORTIER_ALLOW_ENCODED_SLASHES
+            ctx.raw_path, allow_encoded_slashes=hot_settings.PORTIER_ALLOW_ENCODED_SLASHES
         )
     except PathRejected as exc:
         raise GatewayError(400, "invalid_path", str(exc)) from None

@@ -22,9 +22,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from django.conf import settings
-
 from routing.config.spec import RouteSpec
+from routing.hot_settings import hot_settings
 from routing.observe import tracing
 from routing.proxy.bounded import read_bounded
 from routing.proxy.client_ip import is_trusted_proxy
@@ -123,8 +122,8 @@ async def _read_body(ctx: RequestContext) -> bytes:
     route = ctx.route
     assert route is not None and ctx.receive_body is not None
     limit = min(
-        route.max_body_bytes or settings.PORTIER_MAX_BODY_BYTES,
-        settings.PORTIER_TRANSFORM_BODY_BYTES,
+        route.max_body_bytes or hot_settings.PORTIER_MAX_BODY_BYTES,
+        hot_settings.PORTIER_TRANSFORM_BODY_BYTES,
     )
     too_large = GatewayError(
         413,
@@ -144,8 +143,8 @@ def _client_headers(
     """The client's headers that may go upstream, and (from a trusted proxy) its X-Forwarded-For
     values, to be extended."""
     drop = _DROP[forwards_credentials, trusted]
-    identity = identity_prefixes(settings.PORTIER_IDENTITY_HEADER_PREFIXES)
-    allow_underscores = settings.PORTIER_ALLOW_UNDERSCORE_HEADERS
+    identity = identity_prefixes(hot_settings.PORTIER_IDENTITY_HEADER_PREFIXES)
+    allow_underscores = hot_settings.PORTIER_ALLOW_UNDERSCORE_HEADERS
     named = connection_named(received)
     kept: Headers = []
     forwarded_for: list[bytes] = []

@@ -16,6 +16,7 @@ import jwt
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
+from pythonjsonlogger.core import BaseJsonFormatter
 
 from accounts.models import User
 from accounts.services import api_key_issue
@@ -195,6 +196,30 @@ def test_other_log_lines_are_json_objects_too():
         "logger": "portier.forward",
         "message": "up a",
     }
+
+
+def test_a_dict_line_written_straight_is_the_line_the_json_library_writes():
+    """The access log's dict lines skip python-json-logger's field merging; the line must not
+    change for it, and anything the fast path does not write (extra fields, an exception) still
+    reaches the line."""
+    fields = {"request_id": "r1", "route": None, "latency_ms": 1.5, "status": 200}
+    plain = logging.LogRecord("portier.access", logging.INFO, __file__, 1, fields, None, None)
+    formatter = JsonFormatter()
+
+    line = formatter.format(plain)
+
+    assert line == BaseJsonFormatter.format(formatter, plain)
+    assert list(json.loads(line)) == ["time", "level", "logger", *fields]
+    with_extra = logging.makeLogRecord({**plain.__dict__, "tenant": "acme"})
+    assert json.loads(formatter.format(with_extra))["tenant"] == "acme"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        failing = logging.LogRecord(
+            "portier.access", logging.ERROR, __file__, 1, fields, None, sys.exc_info()
+        )
+    assert "ValueError: boom" in json.loads(formatter.format(failing))["exc_info"]
+    assert fields == {"request_id": "r1", "route": None, "latency_ms": 1.5, "status": 200}
 
 
 def test_the_console_format_writes_key_value_fields():
