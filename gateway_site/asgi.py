@@ -28,6 +28,9 @@ from routing.proxy.websocket import websocket_app  # noqa: E402
 
 logger = logging.getLogger("portier.serve")
 
+# New container objects (allocations less deallocations) between two young collections.
+YOUNG_COLLECTION_EVERY = 10_000
+
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     kind = scope["type"]
@@ -64,6 +67,11 @@ async def _lifespan(receive: Any, send: Any) -> None:
             # whose pauses otherwise set the proxy's tail latency (docs/design.md, bench).
             gc.collect()
             gc.freeze()
+            # A request keeps ~100 container objects alive while it waits on the upstream, so at
+            # 50 in flight Python's default (a young collection per 700 new objects) collected
+            # every ~10 requests and mostly found live requests: ~40 µs of CPU per request
+            # (bench). Fewer, larger young collections cost less than a third of it.
+            gc.set_threshold(YOUNG_COLLECTION_EVERY, *gc.get_threshold()[1:])
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await dataplane.shutdown()
