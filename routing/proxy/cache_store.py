@@ -21,6 +21,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 
 from routing.hot_settings import hot_settings
+from routing.proxy.turn_pipeline import TurnPipeline
 from routing.redis_topology import async_redis_client, close_async_client
 
 __all__ = [
@@ -34,20 +35,23 @@ __all__ = [
 logger = logging.getLogger("portier.cache")
 
 _RETRY_AFTER_FAILURE = 2.0
-_clients: dict[asyncio.AbstractEventLoop, Any] = {}
+_clients: dict[asyncio.AbstractEventLoop, TurnPipeline] = {}
 _down_until = 0.0
 
 
-def _client() -> Any | None:
+def _client() -> TurnPipeline | None:
+    """This loop's Redis client, wrapped so that the lookups of one loop turn share a round trip
+    (every request of a caching route makes one)."""
     global _down_until
     if not hot_settings.REDIS_URL or time.monotonic() < _down_until:
         return None
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None:
+    pipeline = _clients.get(loop)
+    if pipeline is None:
         timeout = hot_settings.PORTIER_CACHE_REDIS_TIMEOUT
-        client = _clients[loop] = async_redis_client(hot_settings.REDIS_URL, timeout=timeout)
-    return client
+        client = async_redis_client(hot_settings.REDIS_URL, timeout=timeout)
+        pipeline = _clients[loop] = TurnPipeline(client)
+    return pipeline
 
 
 def _cache() -> BaseCache:
@@ -89,7 +93,7 @@ async def store_get(key: str) -> bytes | None:
     if client is None:
         return None if hot_settings.REDIS_URL else _cache().get(key)
     try:
-        return await client.get(_redis_key(key))
+        return await client.call("GET", _redis_key(key))
     except Exception as exc:
         _failed(exc)
         return None
@@ -102,7 +106,7 @@ async def store_set(key: str, value: bytes, seconds: int) -> None:
             _cache().set(key, value, seconds)
         return
     try:
-        await client.set(_redis_key(key), value, ex=max(1, seconds))
+        await client.client.set(_redis_key(key), value, ex=max(1, seconds))
     except Exception as exc:
         _failed(exc)
 
@@ -115,7 +119,7 @@ async def store_add(key: str, value: bytes, milliseconds: int) -> bool:
             return True  # Redis is down: no lock to share, the caller goes on alone
         return bool(_cache().add(key, value, max(1, milliseconds // 1000)))
     try:
-        return bool(await client.set(_redis_key(key), value, px=milliseconds, nx=True))
+        return bool(await client.client.set(_redis_key(key), value, px=milliseconds, nx=True))
     except Exception as exc:
         _failed(exc)
         return True
@@ -136,12 +140,12 @@ async def store_release(key: str, token: bytes) -> None:
             _cache().delete(key)
         return
     try:
-        await client.eval(_RELEASE, 1, _redis_key(key), token)
+        await client.client.eval(_RELEASE, 1, _redis_key(key), token)
     except Exception as exc:
         _failed(exc)
 
 
 async def close_cache_clients() -> None:
-    client = _clients.pop(asyncio.get_running_loop(), None)
-    if client is not None:
-        await close_async_client(client)
+    pipeline = _clients.pop(asyncio.get_running_loop(), None)
+    if pipeline is not None:
+        await close_async_client(pipeline.client)

@@ -36,7 +36,7 @@ from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key
 from routing.config.spec import RouteSpec, TierSpec
 from routing.hot_settings import hot_settings
 from routing.proxy.context import GatewayError, RequestContext
-from routing.proxy.count_batch import CountBatch
+from routing.proxy.turn_pipeline import TurnPipeline
 from routing.redis_topology import async_redis_client, close_async_client
 
 __all__ = ["close_limit_clients", "limit", "limit_group"]
@@ -54,7 +54,7 @@ class _RedisDown(Exception):
     pass
 
 
-_batches: dict[tuple[asyncio.AbstractEventLoop, str], CountBatch] = {}
+_pipelines: dict[tuple[asyncio.AbstractEventLoop, str], TurnPipeline] = {}
 _down_until = 0.0
 _failing = False  # the last attempt failed (logged once until Redis counts again)
 
@@ -167,7 +167,7 @@ async def _count(group: str, value: str, tier: TierSpec) -> _Count:
 # One atomic command per request: count, and start the window's expiry on its first request
 # (the same expiry django-ratelimit gives the keys it creates). bench/ measured it against
 # MULTI/INCR/EXPIRE/EXEC: one reply to parse instead of four. The requests of one turn of the
-# event loop send theirs together (routing.proxy.count_batch).
+# event loop send theirs together (routing.proxy.turn_pipeline).
 _INCR_WITH_EXPIRY = """
 local count = redis.call('INCR', KEYS[1])
 if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
@@ -178,8 +178,9 @@ return count
 async def _count_async(url: str, group: str, value: str, tier: TierSpec) -> _Count:
     window = _get_window(value, tier.period)
     key = _redis_key(group, window, tier.rate, value)
-    count = await _batch(url).count(key, tier.period + EXPIRATION_FUDGE)
-    return _Count(count, window)
+    expiry = tier.period + EXPIRATION_FUDGE
+    count = await _pipeline(url).call("EVAL", _INCR_WITH_EXPIRY, 1, key, expiry)
+    return _Count(int(count), window)
 
 
 # A caller's key is the same for every request of a window: remembered, not rebuilt. Building
@@ -203,13 +204,13 @@ def _key_setting_changed(*, setting: str, **_: Any) -> None:
         _redis_key.cache_clear()
 
 
-def _batch(url: str) -> CountBatch:
+def _pipeline(url: str) -> TurnPipeline:
     loop = asyncio.get_running_loop()
-    batch = _batches.get((loop, url))
-    if batch is None:
+    pipeline = _pipelines.get((loop, url))
+    if pipeline is None:
         client = async_redis_client(url, timeout=hot_settings.PORTIER_RATELIMIT_REDIS_TIMEOUT)
-        batch = _batches[(loop, url)] = CountBatch(client, _INCR_WITH_EXPIRY)
-    return batch
+        pipeline = _pipelines[(loop, url)] = TurnPipeline(client)
+    return pipeline
 
 
 class _Request:
@@ -233,5 +234,5 @@ def _count_with_django_ratelimit(group: str, value: str, tier: TierSpec) -> _Cou
 
 async def close_limit_clients() -> None:
     loop = asyncio.get_running_loop()
-    for key in [k for k in _batches if k[0] is loop]:
-        await close_async_client(_batches.pop(key).client)
+    for key in [k for k in _pipelines if k[0] is loop]:
+        await close_async_client(_pipelines.pop(key).client)
