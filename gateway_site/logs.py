@@ -30,6 +30,10 @@ _PLAIN_RECORD = frozenset(logging.LogRecord("", logging.INFO, "", 0, "", None, N
 }
 
 
+# Keys of a dict record that the library renames, moves or drops: such lines take its path.
+_RENAMED_OR_DROPPED = frozenset({"name", "levelname", "message"})
+
+
 class JsonFormatter(OrjsonFormatter):
     """`{"time", "level", "logger", "message"?, ...fields}` on one line."""
 
@@ -41,18 +45,28 @@ class JsonFormatter(OrjsonFormatter):
             reserved_attrs=[*RESERVED_ATTRS, "color_message"],
             **kwargs,
         )
+        # The straight path below writes only time, level, logger and the dict's own fields.
+        self._straight = not (
+            self.prefix
+            or self.static_fields
+            or self.timestamp
+            or self.defaults
+            or self.rename_fields_keep_missing
+            or self.json_indent
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         """A dict record with nothing else to merge (every access-log line) is written straight:
         the same object as the library writes, in a quarter of the time (~4 µs instead of ~14;
         the library's field merging was ~3 % of the event loop with the access log on)."""
         if (
-            type(record.msg) is dict
+            self._straight
+            and type(record.msg) is dict
             and not record.exc_info
             and not record.exc_text
             and not record.stack_info
             and record.__dict__.keys() <= _PLAIN_RECORD
-            and not self.json_indent
+            and record.msg.keys().isdisjoint(_RENAMED_OR_DROPPED)
         ):
             line = {
                 "time": _iso_time(record),

@@ -22,14 +22,20 @@ class HotSettings:
     """`hot_settings.X` is `settings.X`, kept as an attribute of its own after the first read."""
 
     def __getattr__(self, name: str) -> Any:  # only for a name not read yet
+        generation = _changes[0]
         value = getattr(settings, name)
-        self.__dict__[name] = value
+        # Not kept when a change came in between (a test's server thread reading while the test
+        # changes the setting): the old value would outlive the change.
+        if generation == _changes[0]:
+            self.__dict__[name] = value
         return value
 
 
 hot_settings = HotSettings()
+_changes = [0]
 
 
 @receiver(setting_changed)
 def _setting_changed(**_: Any) -> None:
+    _changes[0] += 1
     hot_settings.__dict__.clear()

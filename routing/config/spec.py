@@ -170,7 +170,8 @@ def compile_target(service: str, url: str, weight: int, instance_id: str = "") -
     """A target from its base URL: static ones from the snapshot, registered ones from the
     registry (routing.upstream.registry)."""
     parts = urlsplit(url)
-    origin = f"{parts.scheme}://{parts.netloc}"
+    # Lowercase, as httpx would write it: the upstream's Host header is made from this origin.
+    origin = f"{parts.scheme}://{parts.netloc.lower()}"
     base_path = parts.path.rstrip("/")
     return TargetSpec(
         url=origin,

@@ -11,12 +11,23 @@ The pipeline is not a transaction: each command is atomic on its own (a count is
 so batching changes no result and keeps limits exact across instances; on a Redis Cluster each
 command goes to the master of its key's slot. A failed round trip fails every command of the
 batch, and each caller then does what it would have done alone.
+
+On a Cluster, a failed single command marks the client to reload its map of the slots before the
+next one; a failed pipeline only does so when the client may retry, which the gateway's clients
+may not (routing.redis_topology). So a connection error, a timeout or CLUSTERDOWN closes the
+client's connections here, which reloads the map: after a master fails over, the next batch
+goes to its promoted replica instead of the dead node, for ever.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
+
+from redis.asyncio.cluster import RedisCluster
+
+logger = logging.getLogger("portier.redis")
 
 __all__ = ["TurnPipeline"]
 
@@ -55,11 +66,31 @@ class TurnPipeline:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
+            await self._remap_after(exc)
             return
+        except BaseException:  # cancelled (the loop is closing): nobody is left to answer
+            for _, future in batch:
+                future.cancel()
+            raise
+        failed = None
         for (_, future), reply in zip(batch, replies, strict=True):
+            if isinstance(reply, Exception):
+                failed = reply
             if future.done():  # its request is gone (the client disconnected)
                 continue
             if isinstance(reply, Exception):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+        if failed is not None:
+            await self._remap_after(failed)
+
+    async def _remap_after(self, error: Exception) -> None:
+        """A Cluster node failed: reload the map of the slots before the next batch."""
+        if isinstance(self.client, RedisCluster) and isinstance(
+            error, RedisCluster.ERRORS_ALLOW_RETRY
+        ):
+            try:
+                await self.client.aclose()  # the next command starts with a fresh map
+            except Exception as exc:  # the nodes are what is failing: the map reloads anyway
+                logger.debug("closing the cluster client after %r failed: %r", error, exc)

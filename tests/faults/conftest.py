@@ -37,6 +37,13 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture
+def redis_cluster_with_replicas() -> Iterator[RedisCluster]:
+    """Three masters with a replica each, of this test's own (set up as `redis_server`)."""
+    with _own_redis(RedisCluster(replicas=1)) as cluster:
+        yield cluster
+
+
+@pytest.fixture
 def redis_sentinel() -> Iterator[SentinelSetup]:
     """A master, its replica and a sentinel of this test's own (set up as `redis_server`)."""
     with _own_redis(SentinelSetup()) as setup:

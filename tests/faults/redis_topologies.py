@@ -56,16 +56,20 @@ def _cluster_port() -> int:
 
 
 class RedisCluster:
-    """Three masters, no replicas, every slot assigned (`redis-cli --cluster create`)."""
+    """Three masters (each with `replicas` replicas), every slot assigned (`redis-cli --cluster
+    create`). A replica is promoted once its master has been unreachable for NODE_TIMEOUT_MS."""
 
-    def __init__(self, masters: int = 3) -> None:
+    NODE_TIMEOUT_MS = 2000
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.replicas = replicas
         self.nodes = [
             RedisServer(
                 *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-                *("--cluster-node-timeout", "2000"),
+                *("--cluster-node-timeout", str(self.NODE_TIMEOUT_MS)),
                 port=_cluster_port(),
             )
-            for _ in range(masters)
+            for _ in range(masters * (1 + replicas))
         ]
         self.url = self.nodes[0].url
 
@@ -76,7 +80,7 @@ class RedisCluster:
             [
                 *(REDIS_CLI, "--cluster", "create"),
                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
-                *("--cluster-replicas", "0", "--cluster-yes"),
+                *("--cluster-replicas", str(self.replicas), "--cluster-yes"),
             ],
             check=True,
             capture_output=True,
@@ -91,6 +95,21 @@ class RedisCluster:
             )
             client.close()
         return self
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node that serves `key` now (its slot's master)."""
+        for node in self.nodes:
+            client = redis.Redis(port=node.port, socket_timeout=1)
+            try:
+                role = client.execute_command("ROLE")[0]
+                holds = role in (b"master", "master") and client.exists(key)
+            except redis.RedisError:  # a node killed by the test
+                holds = False
+            finally:
+                client.close()
+            if holds:
+                return node
+        raise AssertionError(f"no master holds {key!r}")
 
     def keys_per_node(self) -> list[int]:
         counts = []

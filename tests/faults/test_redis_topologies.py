@@ -290,3 +290,33 @@ def test_the_shutdown_closes_a_cluster_clients_connections(redis_cluster: RedisC
 
     with redis_at(redis_cluster.url, "cluster"):
         assert asyncio.run(store_then_close()) == b"kept"
+
+
+def test_the_cache_reaches_a_promoted_replica_after_its_cluster_master_dies(
+    redis_cluster_with_replicas: RedisCluster,
+) -> None:
+    """The cache's lookups and the rate-limit counts go to Redis in pipelines, which (unlike
+    single commands) do not reload the Cluster's map of the slots on their own after a node
+    fails: they must, or once a replica takes over they ask the dead master for ever."""
+    cluster = redis_cluster_with_replicas
+
+    async def failover() -> tuple[bytes | None, bytes | None, float]:
+        await store_set("probe", b"kept", 600)
+        before = await store_get("probe")
+        master = cluster.master_of(cache.make_key("probe"))
+        with redis.Redis(port=master.port, socket_timeout=10) as node:
+            node.execute_command("WAIT", 1, 5000)  # its replica holds the entry too
+        master.kill()
+        started = time.monotonic()
+        after = None
+        while after is None and time.monotonic() - started < 30:
+            await asyncio.sleep(0.2)
+            after = await store_get("probe")  # lookups only: a set would reload the map itself
+        await close_cache_clients()
+        return before, after, time.monotonic() - started
+
+    with redis_at(cluster.url, "cluster"):
+        before, after, took = asyncio.run(failover())
+
+    assert before == b"kept"
+    assert after == b"kept", f"the entry was still unreachable {took:.0f} s after the failover"

@@ -186,7 +186,7 @@ async def _count_async(url: str, group: str, value: str, tier: TierSpec) -> _Cou
 # A caller's key is the same for every request of a window: remembered, not rebuilt. Building
 # it reads five settings, hashes, and fetches Django's cache for its key prefix, which makes a
 # new cache object in every request's task (asgiref's Local is per context): together ~8 % of
-# the event loop on the full pipeline (bench --profile). 4,096 keys are ~1 MiB.
+# the event loop on the full pipeline (bench --profile). 4,096 keys take 1-3 MiB.
 _KEYS_REMEMBERED = 4096
 _KEY_SETTINGS = frozenset({"CACHES", "RATELIMIT_CACHE_PREFIX", "RATELIMIT_HASH_ALGORITHM"})
 

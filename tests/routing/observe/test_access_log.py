@@ -212,6 +212,9 @@ def test_a_dict_line_written_straight_is_the_line_the_json_library_writes():
     assert list(json.loads(line)) == ["time", "level", "logger", *fields]
     with_extra = logging.makeLogRecord({**plain.__dict__, "tenant": "acme"})
     assert json.loads(formatter.format(with_extra))["tenant"] == "acme"
+    for renamed in ({"name": "x"}, {"levelname": "y"}, {"message": ""}, {"message": "m"}):
+        record = logging.LogRecord("portier.x", logging.INFO, __file__, 1, renamed, None, None)
+        assert formatter.format(record) == BaseJsonFormatter.format(formatter, record), renamed
     try:
         raise ValueError("boom")
     except ValueError:

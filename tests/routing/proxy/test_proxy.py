@@ -189,6 +189,19 @@ def test_it_sets_x_forwarded_headers_replacing_an_untrusted_clients(client, upst
     assert headers["host"] == [upstream.url.removeprefix("http://")]
 
 
+def test_the_upstream_is_named_in_lower_case_whatever_the_target_url_says(client, upstream):
+    """Host names are case-insensitive; the Host header the upstream gets is the canonical one,
+    as it was when httpx wrote it, not the spelling of the admin's URL."""
+    make_route(make_service("users", upstream.url.replace("127.0.0.1", "LocalHost")), "/lc")
+    publish()
+
+    answer = client.get("/lc")
+
+    port = upstream.url.rsplit(":", 1)[1]
+    assert answer.status_code == 200
+    assert upstream_headers(received(upstream)[-1])["host"] == [f"localhost:{port}"]
+
+
 def test_it_preserves_the_client_host_when_asked(client, upstream):
     make_route(make_service("users", upstream.url), "/ph", preserve_host=True)
     publish()
