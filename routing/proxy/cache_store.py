@@ -14,13 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
-from django.core.cache import BaseCache, caches
-from django.core.signals import setting_changed
-from django.dispatch import receiver
-
-from routing.hot_settings import hot_settings
+from routing.hot_settings import default_cache, hot_settings
 from routing.proxy.turn_pipeline import TurnPipeline
 from routing.redis_topology import async_redis_client, close_async_client
 
@@ -54,31 +49,8 @@ def _client() -> TurnPipeline | None:
     return pipeline
 
 
-def _cache() -> BaseCache:
-    """The project's cache, one object for the process.
-
-    `django.core.cache.cache` fetches it on every use, and Django keeps caches per context
-    (asgiref's Local): each request's task built a cache object of its own first, ~40 µs. One
-    object serves every task: LocMemCache locks its store, django-redis pools its connections.
-    """
-    global _default
-    if _default is None:
-        _default = caches["default"]
-    return _default
-
-
 def _redis_key(key: str) -> str:
-    return _cache().make_key(key)
-
-
-_default: BaseCache | None = None
-
-
-@receiver(setting_changed)
-def _caches_changed(*, setting: str, **_: Any) -> None:
-    global _default
-    if setting == "CACHES":  # only tests change it (override_settings)
-        _default = None
+    return default_cache().make_key(key)
 
 
 def _failed(exc: Exception) -> None:
@@ -91,7 +63,7 @@ def _failed(exc: Exception) -> None:
 async def store_get(key: str) -> bytes | None:
     client = _client()
     if client is None:
-        return None if hot_settings.REDIS_URL else _cache().get(key)
+        return None if hot_settings.REDIS_URL else default_cache().get(key)
     try:
         return await client.call("GET", _redis_key(key))
     except Exception as exc:
@@ -103,7 +75,7 @@ async def store_set(key: str, value: bytes, seconds: int) -> None:
     client = _client()
     if client is None:
         if not hot_settings.REDIS_URL:
-            _cache().set(key, value, seconds)
+            default_cache().set(key, value, seconds)
         return
     try:
         await client.client.set(_redis_key(key), value, ex=max(1, seconds))
@@ -117,7 +89,7 @@ async def store_add(key: str, value: bytes, milliseconds: int) -> bool:
     if client is None:
         if hot_settings.REDIS_URL:
             return True  # Redis is down: no lock to share, the caller goes on alone
-        return bool(_cache().add(key, value, max(1, milliseconds // 1000)))
+        return bool(default_cache().add(key, value, max(1, milliseconds // 1000)))
     try:
         return bool(await client.client.set(_redis_key(key), value, px=milliseconds, nx=True))
     except Exception as exc:
@@ -136,8 +108,8 @@ async def store_release(key: str, token: bytes) -> None:
     by another request is that request's to release."""
     client = _client()
     if client is None:
-        if not hot_settings.REDIS_URL and _cache().get(key) == token:
-            _cache().delete(key)
+        if not hot_settings.REDIS_URL and default_cache().get(key) == token:
+            default_cache().delete(key)
         return
     try:
         await client.client.eval(_RELEASE, 1, _redis_key(key), token)

@@ -23,12 +23,11 @@ from typing import Any
 
 import httpx
 import jwt
-from django.conf import settings
-from django.core.signals import setting_changed
-from django.dispatch import receiver
 from rest_framework_simplejwt.backends import TokenBackend
 from rest_framework_simplejwt.exceptions import ExpiredTokenError, TokenBackendError, TokenError
 from rest_framework_simplejwt.tokens import AccessToken
+
+from routing.hot_settings import hot_settings
 
 __all__ = ["TokenExpired", "TokenInvalid", "verifier"]
 
@@ -80,7 +79,7 @@ class _Jwks:
             return self.backends[kid]
         async with self._lock:
             if kid not in self.backends and (
-                time.monotonic() - self.fetched_at >= settings.PORTIER_JWT_JWKS_MIN_REFRESH
+                time.monotonic() - self.fetched_at >= hot_settings.PORTIER_JWT_JWKS_MIN_REFRESH
             ):
                 await self._fetch()
         backend = self.backends.get(kid) if kid is not None else None
@@ -131,9 +130,9 @@ def _backend(algorithm: str, key: Any) -> TokenBackend:
         algorithm,
         signing_key=key if algorithm.startswith("HS") else None,
         verifying_key=key,
-        audience=settings.PORTIER_JWT_AUDIENCE,
-        issuer=settings.PORTIER_JWT_ISSUER,
-        leeway=settings.PORTIER_JWT_LEEWAY,
+        audience=hot_settings.PORTIER_JWT_AUDIENCE,
+        issuer=hot_settings.PORTIER_JWT_ISSUER,
+        leeway=hot_settings.PORTIER_JWT_LEEWAY,
     )
 
 
@@ -145,40 +144,35 @@ class TokenVerifier:
         self._verified: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
 
     def _configure(self) -> None:
-        algorithm = settings.PORTIER_JWT_ALGORITHM
+        algorithm = hot_settings.PORTIER_JWT_ALGORITHM
         source = (
             algorithm,
-            settings.PORTIER_JWT_SIGNING_KEY,
-            settings.PORTIER_JWT_VERIFYING_KEY,
-            settings.PORTIER_JWT_JWKS_URL,
-            settings.PORTIER_JWT_ISSUER,
-            settings.PORTIER_JWT_AUDIENCE,
-            settings.PORTIER_JWT_LEEWAY,
+            hot_settings.PORTIER_JWT_SIGNING_KEY,
+            hot_settings.PORTIER_JWT_VERIFYING_KEY,
+            hot_settings.PORTIER_JWT_JWKS_URL,
+            hot_settings.PORTIER_JWT_ISSUER,
+            hot_settings.PORTIER_JWT_AUDIENCE,
+            hot_settings.PORTIER_JWT_LEEWAY,
         )
         if source == self._configured_from:
             return
         self._configured_from = source
         self._verified.clear()
         self._jwks = (
-            _Jwks(settings.PORTIER_JWT_JWKS_URL, algorithm)
-            if settings.PORTIER_JWT_JWKS_URL and not algorithm.startswith("HS")
+            _Jwks(hot_settings.PORTIER_JWT_JWKS_URL, algorithm)
+            if hot_settings.PORTIER_JWT_JWKS_URL and not algorithm.startswith("HS")
             else None
         )
         key = (
-            settings.PORTIER_JWT_SIGNING_KEY
+            hot_settings.PORTIER_JWT_SIGNING_KEY
             if algorithm.startswith("HS")
-            else settings.PORTIER_JWT_VERIFYING_KEY
+            else hot_settings.PORTIER_JWT_VERIFYING_KEY
         )
         self._static = _backend(algorithm, key) if key and self._jwks is None else None
 
-    def reset(self) -> None:
-        """Read the JWT settings again before the next token (a test changed one)."""
-        self._configured_from = None
-
     async def verify(self, raw: str) -> dict[str, Any]:
         """The claims of a valid access token, or TokenInvalid / TokenExpired."""
-        if self._configured_from is None:
-            self._configure()
+        self._configure()
         now = time.time()
         hit = self._verified.get(raw)
         if hit is not None:
@@ -191,7 +185,7 @@ class TokenVerifier:
         backend = await self._backend_for(raw)
         try:
             token = _GatewayAccessToken(
-                raw, backend, check_type=settings.PORTIER_JWT_REQUIRE_TOKEN_TYPE
+                raw, backend, check_type=hot_settings.PORTIER_JWT_REQUIRE_TOKEN_TYPE
             )
         except ExpiredTokenError:
             # The signature passed (PyJWT checks it before exp): a malformed claim is still an
@@ -204,7 +198,7 @@ class TokenVerifier:
             raise TokenInvalid(f"unreadable claims: {type(exc).__name__}") from None
         claims = dict(token.payload)
         _check_claim_types(claims)
-        expires = float(claims["exp"]) + settings.PORTIER_JWT_LEEWAY
+        expires = float(claims["exp"]) + hot_settings.PORTIER_JWT_LEEWAY
         # Once exp, nbf and the signature passed, only time can invalidate the token: exp.
         self._verified[raw] = (expires, claims)
         if len(self._verified) > _VERIFIED_CACHE_SIZE:
@@ -224,12 +218,3 @@ class TokenVerifier:
 
 
 verifier = TokenVerifier()
-
-
-@receiver(setting_changed)
-def _jwt_setting_changed(*, setting: str, **_: Any) -> None:
-    """Settings never change in a running gateway, only in tests (override_settings): so the
-    verifier reads its seven settings once, not on every token (bench --profile: Django's lazy
-    settings cost ~0.4 us a read), and starts again when a test changes one."""
-    if setting.startswith("PORTIER_JWT_"):
-        verifier.reset()

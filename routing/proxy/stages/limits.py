@@ -28,13 +28,12 @@ from functools import lru_cache
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django_ratelimit.core import EXPIRATION_FUDGE, _get_window, _make_cache_key, get_usage
 
 from routing.config.spec import RouteSpec, TierSpec
-from routing.hot_settings import hot_settings
+from routing.hot_settings import default_cache, hot_settings
 from routing.proxy.context import GatewayError, RequestContext
 from routing.proxy.turn_pipeline import TurnPipeline
 from routing.redis_topology import async_redis_client, close_async_client
@@ -184,9 +183,9 @@ async def _count_async(url: str, group: str, value: str, tier: TierSpec) -> _Cou
 
 
 # A caller's key is the same for every request of a window: remembered, not rebuilt. Building
-# it reads five settings, hashes, and fetches Django's cache for its key prefix, which makes a
-# new cache object in every request's task (asgiref's Local is per context): together ~8 % of
-# the event loop on the full pipeline (bench --profile). 4,096 keys take 1-3 MiB.
+# it reads five settings and hashes: with Django's cache fetched per request's task (now
+# routing.hot_settings.default_cache), ~8 % of the event loop on the full pipeline (bench
+# --profile). 4,096 keys take 1-3 MiB.
 _KEYS_REMEMBERED = 4096
 _KEY_SETTINGS = frozenset({"CACHES", "RATELIMIT_CACHE_PREFIX", "RATELIMIT_HASH_ALGORITHM"})
 
@@ -194,7 +193,7 @@ _KEY_SETTINGS = frozenset({"CACHES", "RATELIMIT_CACHE_PREFIX", "RATELIMIT_HASH_A
 @lru_cache(maxsize=_KEYS_REMEMBERED)
 def _redis_key(group: str, window: int, rate: str, value: str) -> str:
     """The Redis key django-ratelimit counts this caller's window under."""
-    return cache.make_key(_make_cache_key(group, window, rate, value, None))
+    return default_cache().make_key(_make_cache_key(group, window, rate, value, None))
 
 
 @receiver(setting_changed)
