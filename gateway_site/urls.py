@@ -1,4 +1,4 @@
-"""URLs: the admin and the gateway's own endpoints, then a catch-all to the proxy view.
+"""URLs: the gateway's own endpoints, the control plane (lazily), then a catch-all to the proxy.
 
 In the served stack, gateway_site.asgi sends non-reserved paths straight to the lean proxy entry;
 the catch-all here keeps the same pipeline reachable through Django's own handler (test client,
@@ -7,8 +7,8 @@ plain `runserver`).
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import URLResolver, path, re_path
+from django.urls.resolvers import RegexPattern
 from django.views.generic import RedirectView
 
 from gateway_site.errors import reserved_not_found
@@ -16,18 +16,21 @@ from routing.api.catalogue import api_docs
 from routing.observe import views as observe
 from routing.proxy.django_entry import proxy
 
+__all__ = ["CONTROL_PREFIXES", "urlpatterns"]
+
+# Paths served by gateway_site.control_urls, imported with the first request under one of them.
+CONTROL_PREFIXES = ("/admin/", "/auth/", "/registry/")
+
 urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),
-    path("admin/api/", include("routing.api.urls")),
-    path("admin/", admin.site.urls),
+    # A resolver given a module name imports it on its first match (include() imports at once).
+    URLResolver(RegexPattern(r"^(?=(?:admin|auth|registry)/)"), "gateway_site.control_urls"),
     path("api-docs", api_docs),
-    path("auth/", include("accounts.urls")),
     path("health", observe.health),
     path("health/live", observe.health_live),
     path("health/ready", observe.health_ready),
     path("health/services", observe.health_services),
     path("metrics", observe.metrics),
-    path("registry/", include("routing.upstream.registry_urls")),
     re_path(r"^(?:admin|api-docs|auth|health|metrics|registry|static)(?:/|$)", reserved_not_found),
     re_path(r"", proxy),
 ]
