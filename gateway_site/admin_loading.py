@@ -3,10 +3,10 @@
 Django's AdminConfig imports every app's admin module at start (autodiscovery), and with them the
 management API's serializers, DRF and drf-spectacular: ~55 MiB of a worker's ~110 (bench,
 docs/design.md). A gateway worker that only proxies, answers probes and serves /metrics never uses
-them, so gateway_site.asgi asks for them to be loaded on demand: gateway_site.control_urls
-imports them with the first request for the admin, the management API, the token endpoints or
-the registry. Management commands, the tests and WSGI keep Django's eager discovery, so the
-system checks always see every ModelAdmin.
+them, so gateway_site.asgi asks for them to be loaded on demand: gateway_site.urls mounts the
+admin (gateway_site.admin_urls), the management API, the token endpoints and the registry lazily,
+each imported with its first request. Management commands, the tests and WSGI keep Django's
+eager discovery, so the system checks always see every ModelAdmin.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ plain `runserver`).
 from __future__ import annotations
 
 from django.urls import URLResolver, path, re_path
-from django.urls.resolvers import RegexPattern
+from django.urls.resolvers import RoutePattern
 from django.views.generic import RedirectView
 
 from gateway_site.errors import reserved_not_found
@@ -16,15 +16,26 @@ from routing.api.catalogue import api_docs
 from routing.observe import views as observe
 from routing.proxy.django_entry import proxy
 
-__all__ = ["CONTROL_PREFIXES", "urlpatterns"]
+__all__ = ["LAZY_URLCONFS", "urlpatterns"]
 
-# Paths served by gateway_site.control_urls, imported with the first request under one of them.
-CONTROL_PREFIXES = ("/admin/", "/auth/", "/registry/")
+# The control plane's URLs (the admin, the management API, the token endpoints, the registry):
+# each module, and DRF with it, is imported with the first request under its prefix
+# (gateway_site.admin_loading says why).
+LAZY_URLCONFS = {
+    "/admin/": "gateway_site.admin_urls",
+    "/auth/": "accounts.urls",
+    "/registry/": "routing.upstream.registry_urls",
+}
+
+
+def _lazy_include(prefix: str, module: str) -> URLResolver:
+    # A resolver given a module's name imports it on its first match; include() imports at once.
+    return URLResolver(RoutePattern(prefix.lstrip("/"), is_endpoint=False), module)
+
 
 urlpatterns = [
     path("admin", RedirectView.as_view(url="/admin/")),
-    # A resolver given a module name imports it on its first match (include() imports at once).
-    URLResolver(RegexPattern(r"^(?=(?:admin|auth|registry)/)"), "gateway_site.control_urls"),
+    *(_lazy_include(prefix, module) for prefix, module in LAZY_URLCONFS.items()),
     path("api-docs", api_docs),
     path("health", observe.health),
     path("health/live", observe.health_live),
