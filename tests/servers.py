@@ -34,8 +34,12 @@ def free_port() -> int:
 class ServerThread:
     """Serves an ASGI app with production's uvicorn options (gateway_site.serve)."""
 
-    def __init__(self, app: Any, *, lifespan: str = "off", port: int = 0) -> None:
-        """port=0 picks a free port; pass a stopped server's port to bring it back there."""
+    def __init__(
+        self, app: Any, *, lifespan: str = "off", port: int = 0, http: str | None = None
+    ) -> None:
+        """port=0 picks a free port; pass a stopped server's port to bring it back there.
+        `http` replaces the gateway's protocol (its limits and timeouts, which follow the
+        settings a test overrides) with one of uvicorn's own, for an upstream."""
         self.app = app
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -43,6 +47,8 @@ class ServerThread:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         options = {**UVICORN_OPTIONS, "loop": "asyncio", "lifespan": lifespan}
+        if http is not None:
+            options["http"] = http
         config = uvicorn.Config(app, log_level="warning", **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

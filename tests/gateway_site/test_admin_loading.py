@@ -28,7 +28,9 @@ def resident_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for process {pid}")
 
 
-def test_the_control_plane_is_loaded_with_its_first_request_not_at_start(upstream: ServerThread) -> None:
+def test_the_control_plane_is_loaded_with_its_first_request_not_at_start(
+    upstream: ServerThread,
+) -> None:
     make_route(make_service("lazy-admin", upstream.url), "/lazy-admin")
     publish()
     with uvicorn_gateway() as gateway, httpx.Client(base_url=gateway.url, timeout=30) as http:

@@ -33,6 +33,7 @@ from django.conf import settings
 
 from routing.config.cache import CacheSpec
 from routing.proxy.cache_store import store_add, store_get, store_release, store_set
+from routing.proxy.compression import compressible, varied
 from routing.proxy.context import GatewayError, GatewayResponse, Headers, RequestContext
 from routing.proxy.response_cache import (
     Entry,
@@ -395,6 +396,8 @@ def _served(
     ]
     unchanged = not_modified(entry, ctx) if result != "STALE" else None
     if unchanged is not None:
+        if _compressed_when_whole(entry, ctx):  # a 304 varies as its 200 would (RFC 9110 15.4.5)
+            unchanged = varied(unchanged)
         return _marked_private(
             GatewayResponse(304, unchanged + tail, stream=_body(b"", ctx)), private
         )
@@ -404,6 +407,15 @@ def _served(
     body = b"" if ctx.method == "HEAD" else entry.body
     response = GatewayResponse(entry.status, headers + tail, stream=_body(body, ctx))
     return _marked_private(response, private)
+
+
+def _compressed_when_whole(entry: Entry, ctx: RequestContext) -> bool:
+    """Whether the entry, served whole, would be compressed for a client that takes it
+    (routing.proxy.stages.answer), and so say `Vary: Accept-Encoding`."""
+    route = ctx.route
+    edge = route.edge if route is not None else ctx.snapshot.edge
+    minimum = edge.compression_min_bytes
+    return bool(minimum) and compressible(entry.status, "GET", entry.headers, minimum)
 
 
 async def _body(body: bytes, ctx: RequestContext) -> AsyncIterator[bytes]:

@@ -130,6 +130,25 @@ def test_the_upstreams_etag_is_kept_and_if_none_match_gets_304(client, cache_ups
     assert cache_upstream.app.calls["/e/x"] == 1
 
 
+def test_a_304_from_the_cache_varies_on_accept_encoding_as_its_200_does(
+    client, cache_upstream, gateway_defaults
+):
+    """Else a shared cache in front, refreshing its plain copy with this 304, would keep
+    handing that copy to clients that take gzip (RFC 9110 15.4.5: a 304 carries the Vary its
+    200 would)."""
+    gateway_defaults(compression=True, compression_min_bytes=10)
+    cached_route(cache_upstream, "/ev")
+    cache_upstream.app.headers["/ev/x"] = [("ETag", '"v1"')]
+    whole = client.get("/ev/x", headers={"Accept-Encoding": "identity"})
+    assert "accept-encoding" in whole.headers["vary"].lower()
+    for accept in ("identity", "gzip"):
+        unchanged = client.get(
+            "/ev/x", headers={"If-None-Match": '"v1"', "Accept-Encoding": accept}
+        )
+        assert (unchanged.status_code, unchanged.headers["x-cache"]) == (304, "HIT")
+        assert "accept-encoding" in unchanged.headers["vary"].lower()
+
+
 def test_if_modified_since_uses_the_upstreams_last_modified(client, cache_upstream):
     cached_route(cache_upstream, "/m")
     modified = formatdate(1_700_000_000, usegmt=True)
