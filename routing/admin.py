@@ -264,6 +264,9 @@ class ServiceAdmin(admin.ModelAdmin):
                 _active_targets=Count("targets", filter=Q(targets__enabled=True), distinct=True),
                 _routes=Count("routes", distinct=True),
             )
+            # A query with GROUP BY drops Meta.ordering: the route form's service search pages
+            # through this queryset.
+            .order_by("name")
         )
 
     @admin.display(description="enabled targets", ordering="_active_targets")
@@ -553,6 +556,7 @@ class RolePolicyAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .prefetch_related("roles")
             .annotate(_routes=Count("routes", distinct=True))
+            .order_by("name")  # GROUP BY drops Meta.ordering
         )
 
     @admin.display(description="roles")
@@ -575,7 +579,8 @@ class RateLimitTierAdmin(admin.ModelAdmin):
     search_fields = ("name", "description")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[RateLimitTier]:
-        return super().get_queryset(request).annotate(_routes=Count("routes", distinct=True))
+        routes = Count("routes", distinct=True)
+        return super().get_queryset(request).annotate(_routes=routes).order_by("name")
 
     @admin.display(description="mode", ordering="report_only")
     def mode(self, obj: RateLimitTier) -> str:

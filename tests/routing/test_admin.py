@@ -156,6 +156,23 @@ def test_it_serves_the_changelist_add_and_change_pages(admin_client, admin_user,
 
 
 @pytest.mark.django_db
+def test_the_route_forms_service_search_pages_through_services_by_name(admin_client):
+    """Counting a service's targets and routes (GROUP BY) drops the model's ordering: the
+    search's pages then came in the database's order, and could repeat or skip a service."""
+    names = [f"svc-{n:02d}" for n in range(25)]
+    for name in names[::2] + names[1::2]:  # created out of order
+        Service.objects.create(name=name)
+    url = "/admin/autocomplete/?app_label=routing&model_name=route&field_name=service"
+
+    first = admin_client.get(url).json()
+    second = admin_client.get(url + "&page=2").json()
+
+    assert [r["text"] for r in first["results"]] == names[:20]
+    assert first["pagination"]["more"] is True
+    assert [r["text"] for r in second["results"]] == names[20:]
+
+
+@pytest.mark.django_db
 def test_it_shows_the_targets_inline_on_the_service_page(admin_client):
     service = make_service("users", "http://10.0.0.5:8080", "http://10.0.0.6:8080")
 
