@@ -48,6 +48,7 @@ class Row:
     url: str = ""
     pending: str | None = None
     unavailable: str | None = None  # the peer could not be started (its tools are missing)
+    died: str | None = None  # the peer stopped mid-run: its medians are of the reps before
     samples: list[Sample] = field(default_factory=list)
 
     def median(self, name: str) -> float | None:
@@ -87,6 +88,8 @@ def format_table(rows: list[Row]) -> str:
             start + f"{_num(m['rps'], 0):>9} {_num(m['p50_ms'], 2):>8} {_num(m['p99_ms'], 2):>8} "
             f"{_num(m['cpu_s_per_1k'], 3):>9} {_num(m['peak_rss_mib'], 1):>8} {row.errors():>7}"
         )
+        if row.died:
+            lines.append(f"{'':<16}   ({short_reason(row.died)}: {len(row.samples)} rep(s) only)")
     return "\n".join(lines)
 
 

@@ -1,7 +1,7 @@
 """Portier's load benchmark: the gateway vs the peers users would pick instead, in one table.
 
     .venv/bin/python bench/run.py [--smoke] [--profile] [--duration S] [--reps N] [--only NAME...]
-    .venv/bin/python bench/run.py --soak SECONDS | --stream-memory
+    .venv/bin/python bench/run.py --soak SECONDS | --stream-memory | --in-process
 
 Starts an upstream (NGINX, core 1), the gateway as production runs it (gunicorn, one
 PortierWorker, core 0, access log on), and the peers the selected scenarios need: the Express
@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import platform
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ import jwt
 import redis
 
 from bench import load, memory, profiling, targets, tools
-from bench.gateway import Gateway, access_log_on, start_gateway
+from bench.gateway import Gateway, access_log_on, gateway_env, start_gateway
 from bench.peers import Peer, start_express, start_nginx_proxy
 from bench.procs import (
     Child,
@@ -119,6 +121,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--stream-memory",
         action="store_true",
         help="gateway RSS per connection on the streamed 1 MiB route (10 vs 100 conns)",
+    )
+    mode.add_argument(
+        "--in-process",
+        action="store_true",
+        help="CPU per request of the ASGI app called in-process (bench/driver.py), for --only "
+        "scenarios (default small-c50): --reps rounds of 8,000 requests",
     )
     parser.add_argument("--duration", type=float, help="seconds per run (default 10; profile 15)")
     parser.add_argument("--reps", type=int, help="repetitions per scenario (default 3)")
@@ -365,13 +373,22 @@ def run_matrix(stack: Stack, scenarios: list[Scenario], args: argparse.Namespace
                 row = rows.get((scenario.name, variant))
                 if row is None or not measurable(row):
                     continue
-                sample = measure(
-                    served(stack, scenario, variant),
-                    scenario.connections,
-                    args.duration,
-                    args.warmup,
-                    stack.lua,
-                )
+                try:
+                    sample = measure(
+                        served(stack, scenario, variant),
+                        scenario.connections,
+                        args.duration,
+                        args.warmup,
+                        stack.lua,
+                    )
+                except RuntimeError:
+                    peer = stack.peers.get(variant)
+                    if peer is None or peer.child.alive():
+                        raise  # the gateway itself, or a peer that still runs: a real failure
+                    reason = f"died in rep {rep + 1} of {scenario.name}: {peer.child.log_tail()}"
+                    print(f"bench: {variant} {reason}", flush=True)
+                    _lost(rows.values(), variant, reason)
+                    continue
                 row.samples.append(sample)
                 flag = f"  ({sample.errors} errors!)" if sample.errors else ""
                 print(
@@ -380,6 +397,17 @@ def run_matrix(stack: Stack, scenarios: list[Scenario], args: argparse.Namespace
                     flush=True,
                 )
     return list(rows.values())
+
+
+def _lost(rows: Iterable[Row], variant: str, reason: str) -> None:
+    """A peer that stopped mid-run: its rows keep the reps measured before (flagged in the
+    table), and the rest of the run goes on without it."""
+    for row in rows:
+        if row.variant == variant:
+            if row.samples:
+                row.died = reason
+            else:
+                row.unavailable = reason
 
 
 def measurable(row: Row) -> bool:
@@ -458,6 +486,62 @@ def run_memory(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     for variant, summary in results.items():
         print("\n" + memory.format_stream_memory(variant, summary))
     return {"stream_memory": results}
+
+
+def run_in_process(
+    stack: Stack, args: argparse.Namespace, workdir: Path, redis_url: str | None, key_prefix: str
+) -> dict[str, Any]:
+    """bench/driver.py on core 0 in the gateway's environment (its database, Redis prefix and
+    access log), for each `--only` scenario at its connection count; the gunicorn gateway idles."""
+    results: dict[str, Any] = {}
+    for name in args.only or [PROFILE_SCENARIO]:
+        scenario = next(s for s in SCENARIOS if s.name == name)
+        target = served(stack, scenario, GATEWAY)
+        env = gateway_env(
+            workdir, redis_url, key_prefix, free_port(), secret_key=stack.gateway.secret_key
+        )
+        # prometheus-client's multiprocess mode, as under gunicorn (gateway_site/gunicorn.conf.py).
+        metrics = workdir / f"driver-metrics-{name}"
+        metrics.mkdir()
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+        out = workdir / f"driver-{name}.json"
+        headers = [f"--header={k}: {v}" for k, v in target.headers.items()]
+        argv = [
+            *cpu_pin(0),
+            sys.executable,
+            "-m",
+            "bench.driver",
+            f"--path={route_named(scenario.route).path}",
+            *headers,
+            f"--rounds={args.reps}",
+            f"--requests={1000 if args.smoke else 8000}",
+            f"--warmup={100 if args.smoke else 1000}",
+            f"--concurrency={scenario.connections}",
+            f"--out={out}",
+        ]
+        print(f"in-process: {name} ({args.reps} rounds)")
+        with (workdir / f"driver-{name}.log").open("wb") as log:
+            finished = subprocess.run(
+                argv, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=1800
+            )
+        if finished.returncode != 0:
+            tail = (workdir / f"driver-{name}.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"bench/driver.py failed on {name}:\n{tail}")
+        summary = json.loads(out.read_text())
+        for round_ in summary["rounds"]:
+            if set(round_["statuses"]) != {"200"}:  # never count the CPU of a refusal
+                raise RuntimeError(f"{name}: answers other than 200: {round_['statuses']}")
+        results[name] = summary
+    print("\nin-process, CPU per request (µs; uvicorn's HTTP parsing not included):")
+    for name, summary in results.items():
+        rounds = ", ".join(f"{r['cpu_us_per_request']:.0f}" for r in summary["rounds"])
+        gc_us = statistics.median(r["gc_us_per_request"] for r in summary["rounds"])
+        print(
+            f"  {name:16} min {summary['cpu_us_per_request_min']:6.0f}  "
+            f"median {summary['cpu_us_per_request_median']:6.0f}  (rounds: {rounds}; "
+            f"GC {gc_us:.0f} µs/request)"
+        )
+    return {"in_process": results}
 
 
 def route_scenario(route: str) -> Scenario:
@@ -572,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
             Children(Path(tmp)) as children,
         ):
             needed = {v for s in scenarios if not s.pending for v in s.variants}
-            if args.profile or args.soak:
+            if args.profile or args.soak or args.in_process:
                 needed = {GATEWAY}  # the gateway alone: nothing else idling on its core
             if args.stream_memory:
                 needed = {GATEWAY, REFERENCE}  # the reference to compare
@@ -581,6 +665,12 @@ def main(argv: list[str] | None = None) -> int:
                 summary = run_profile(stack, args, stamp)
                 profile_meta = {**meta(args, stack, redis_url, commit), "profile": summary}
                 write_json(RESULTS / f"{stamp}-profile.json", profile_meta, [])
+                return 0
+            if args.in_process:
+                results = run_in_process(stack, args, Path(tmp), redis_url, key_prefix)
+                out = RESULTS / f"{stamp}-in-process.json"
+                write_json(out, meta(args, stack, redis_url, commit), [], extra=results)
+                print(f"\nresults: {out}")
                 return 0
             if args.soak or args.stream_memory:
                 kind = "soak" if args.soak else "stream-memory"
