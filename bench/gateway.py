@@ -63,6 +63,9 @@ def gateway_env(
             # BENCH_ACCESS_LOG_LEVEL=WARNING turns it off.
             "ACCESS_LOG_LEVEL": os.environ.get("BENCH_ACCESS_LOG_LEVEL", "INFO"),
             "WEB_CONCURRENCY": str(workers),
+            # No recycling after a million requests (production's default): on a fast day the
+            # 10-minute soak passes that, and a new worker would end the measurement.
+            "PORTIER_MAX_REQUESTS": "0",
             "PORTIER_BIND": f"127.0.0.1:{port}",
             "PYTHONUNBUFFERED": "1",
         }

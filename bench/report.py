@@ -89,7 +89,8 @@ def format_table(rows: list[Row]) -> str:
             f"{_num(m['cpu_s_per_1k'], 3):>9} {_num(m['peak_rss_mib'], 1):>8} {row.errors():>7}"
         )
         if row.died:
-            lines.append(f"{'':<16}   ({short_reason(row.died)}: {len(row.samples)} rep(s) only)")
+            only = f"{len(row.samples)} rep(s) only"
+            lines.append(f"{'':<16}   ({short_reason(row.died)}: medians of {only})")
     return "\n".join(lines)
 
 

@@ -387,7 +387,7 @@ def run_matrix(stack: Stack, scenarios: list[Scenario], args: argparse.Namespace
                         raise  # the gateway itself, or a peer that still runs: a real failure
                     reason = f"died in rep {rep + 1} of {scenario.name}: {peer.child.log_tail()}"
                     print(f"bench: {variant} {reason}", flush=True)
-                    _lost(rows.values(), variant, reason)
+                    _lost(rows.values(), variant, reason, args.reps)
                     continue
                 row.samples.append(sample)
                 flag = f"  ({sample.errors} errors!)" if sample.errors else ""
@@ -399,19 +399,20 @@ def run_matrix(stack: Stack, scenarios: list[Scenario], args: argparse.Namespace
     return list(rows.values())
 
 
-def _lost(rows: Iterable[Row], variant: str, reason: str) -> None:
-    """A peer that stopped mid-run: its rows keep the reps measured before (flagged in the
-    table), and the rest of the run goes on without it."""
+def _lost(rows: Iterable[Row], variant: str, reason: str, reps: int) -> None:
+    """A peer that stopped mid-run: the rest of the run goes on without it; its rows keep the
+    reps measured before, flagged in the table when they miss some."""
     for row in rows:
-        if row.variant == variant:
-            if row.samples:
-                row.died = reason
-            else:
-                row.unavailable = reason
+        if row.variant != variant or len(row.samples) == reps:
+            continue
+        if row.samples:
+            row.died = reason
+        else:
+            row.unavailable = reason
 
 
 def measurable(row: Row) -> bool:
-    return not row.pending and not row.unavailable
+    return not row.pending and not row.unavailable and not row.died
 
 
 def run_profile(stack: Stack, args: argparse.Namespace, stamp: str) -> dict[str, Any]:

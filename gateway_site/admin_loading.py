@@ -1,7 +1,7 @@
 """When the admin's modules are imported: at start everywhere, on first use in the served gateway.
 
 Django's AdminConfig imports every app's admin module at start (autodiscovery), and with them the
-management API's serializers, DRF and drf-spectacular: ~55 MiB of a worker's ~110 (bench,
+management API's serializers, DRF and drf-spectacular: ~20 MiB of a worker's ~115 (bench,
 docs/design.md). A gateway worker that only proxies, answers probes and serves /metrics never uses
 them, so gateway_site.asgi asks for them to be loaded on demand: gateway_site.urls mounts the
 admin (gateway_site.admin_urls), the management API, the token endpoints and the registry lazily,

@@ -90,6 +90,11 @@ function proxy(route, agent) {
     ...(agent ? { agent } : {}),
     logLevel: 'warn',
     onProxyReq: (proxyReq, req) => {
+      // http-proxy calls this on the request's 'socket' event; with a keep-alive agent, a
+      // request queued for a socket (after an upstream reset one) has sent its headers by
+      // then, and setHeader would throw ERR_HTTP_HEADERS_SENT and end the process (seen in
+      // the bench at 200 connections). Such a request goes without the identity headers.
+      if (proxyReq.headersSent) return;
       if (req.user) {
         proxyReq.setHeader('X-User-Id', req.user.userId);
         proxyReq.setHeader('X-User-Role', req.user.roles.join(','));
