@@ -36,7 +36,6 @@ logger = logging.getLogger("portier.serve")
 # New container objects (allocations less deallocations) between two young collections.
 YOUNG_COLLECTION_EVERY = 10_000
 
-_LAZY_PREFIXES = tuple(LAZY_URLCONFS)
 _imported_urlconfs: set[str] = set()
 
 
@@ -44,8 +43,7 @@ async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     kind = scope["type"]
     if kind == "http":
         if is_reserved_path(scope["path"]):
-            if scope["path"].startswith(_LAZY_PREFIXES):
-                await _import_urlconf(scope["path"])
+            await _import_urlconf(scope["path"])
             await django_app(scope, receive, send)
         else:
             await proxy_app(scope, receive, send)

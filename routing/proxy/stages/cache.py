@@ -412,9 +412,8 @@ def _served(
 def _compressed_when_whole(entry: Entry, ctx: RequestContext) -> bool:
     """Whether the entry, served whole, would be compressed for a client that takes it
     (routing.proxy.stages.answer), and so say `Vary: Accept-Encoding`."""
-    route = ctx.route
-    edge = route.edge if route is not None else ctx.snapshot.edge
-    minimum = edge.compression_min_bytes
+    assert ctx.route is not None  # only a caching route has entries (forward_cached)
+    minimum = ctx.route.edge.compression_min_bytes
     return bool(minimum) and compressible(entry.status, "GET", entry.headers, minimum)
 
 
